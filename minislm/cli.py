@@ -1,0 +1,51 @@
+"""The `minislm` command line: one subcommand per module in `minislm/commands/`.
+
+Each command module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
+A `MinislmError` is printed as one line and exits with status 2 (`--debug`
+shows the traceback); Ctrl-C stops cleanly with status 130.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import commands
+from .errors import MinislmError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minislm", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if not hasattr(module, "NAME"):
+            continue
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except MinislmError as e:
+        if args.debug:
+            raise
+        print(f"minislm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minislm: interrupted; finished files are complete, partial ones were not "
+              "written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

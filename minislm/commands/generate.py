@@ -1,0 +1,43 @@
+"""minislm generate: continue a prompt, streaming text as it is produced."""
+import sys
+
+import numpy as np
+
+NAME = "generate"
+HELP = "generate text from a prompt with a checkpoint folder"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="HF checkpoint folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def run(args) -> int:
+    import minislm
+    from minislm.tokenizer import decode, encode
+    model = minislm.load(args.model)
+    prompt = encode(model.tokenizer, args.prompt)
+    if not prompt:
+        from minislm.errors import InputError
+        raise InputError("--prompt encodes to zero tokens")
+    new_ids, shown = [], ""
+    sys.stdout.write(args.prompt)
+
+    def stream(step, tok):
+        nonlocal shown
+        new_ids.append(int(tok[0]))
+        text = decode(model.tokenizer, new_ids)
+        if not text.endswith("\ufffd"):  # wait until a multi-byte character is complete
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+
+    minislm.generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
+                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, on_token=stream)
+    sys.stdout.write("\n")
+    return 0

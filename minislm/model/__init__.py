@@ -1,0 +1,34 @@
+"""The model as data: a config, a dict of arrays with the checkpoint's names, a tokenizer."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+
+
+@dataclasses.dataclass
+class Model:
+    config: Config
+    params: dict                     # checkpoint tensor name -> np.ndarray (checkpoint layout)
+    tokenizer: object = None         # tokenizers.Tokenizer, or None
+    prefix: str = ""                 # "transformer." / "" for GPT-2, "model." for LLaMA
+    path: Path | None = None         # folder it was loaded from (never written to)
+    extra_config: dict = dataclasses.field(default_factory=dict)   # merged into config.json
+    extra_tensors: dict = dataclasses.field(default_factory=dict)  # saved beside (e.g. masks)
+    rope_inv_freq: np.ndarray | None = None  # cached RoPE frequencies (derived, not saved)
+
+    @property
+    def dtype(self):
+        return next(v.dtype for v in self.params.values() if isinstance(v, np.ndarray))
+
+    def num_params(self) -> int:
+        return int(sum(int(np.prod(v.shape)) for v in self.params.values()))
+
+    def replace(self, **changes) -> "Model":
+        """A new Model sharing unchanged arrays; params given here replace the dict."""
+        if "config" in changes:
+            changes.setdefault("rope_inv_freq", None)
+        return dataclasses.replace(self, **changes)

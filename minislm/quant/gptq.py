@@ -1,0 +1,155 @@
+"""GPTQ: quantize W column by column, pushing each rounding error onto the
+columns not yet quantized, weighted by the inverse Hessian of the layer loss.
+
+Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
+Pre-trained Transformers" (Algorithm 1); thesis §3.5, eqs. 3.6–3.9.
+
+For one linear layer with weights W [out, in] and calibration inputs X [in, n]:
+
+    argmin_Ŵ ‖W X − Ŵ X‖²₂                          (3.6)
+    H = 2 X Xᵀ / n  (+ λ I,  λ = damp · mean diag H)  (3.9)   [in, in]
+
+Quantizing column i to q_i, the optimal update of the remaining columns F is
+
+    δ_F = −(w_i − q_i) / [H_F⁻¹]_ii · (H_F⁻¹)_{i,F}   (3.7)
+
+and H_F⁻¹ loses row and column i (3.8). GPTQ's three tricks:
+  1. one fixed column order for all rows (or "act-order": descending diag H);
+  2. lazy batches: the updates inside a block of B = 128 columns are applied at
+     once to the rest of the matrix (Err · H⁻¹[block, rest]) after the block;
+  3. the rows of H⁻¹ needed by the sweep are those of its upper Cholesky factor U
+     (H⁻¹ = Uᵀ U), computed once: err_i = (w_i − q_i) / U_ii, δ = err_i · U_{i, i:}.
+
+The grid (s, z) of a group of g columns is computed from the already-updated
+weights when the sweep reaches the group's first column; with act-order the
+groups are "static": computed up front from the original W in natural column
+order, so the stored layout stays the plain grouped one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError, NumericalError
+from .rtn import PER_TENSOR, QuantizedMatrix, check_scheme, dequantize, \
+    find_params, group_bounds, output_error, quantize_codes, quantize_rtn
+
+
+def accumulate_hessian(H: np.ndarray | None, n: int, X: np.ndarray) -> tuple[np.ndarray, int]:
+    """Running average H = 2 X Xᵀ / n over batches of inputs X [m, in] (m tokens).
+
+    Returns (H [in, in] float64, n): H_new = H · n/(n+m) + 2 X Xᵀ/(n+m).
+    """
+    X = np.asarray(X).reshape(-1, np.shape(X)[-1]).astype(np.float64)      # [m, in]
+    m = X.shape[0]
+    if H is None:
+        H = np.zeros((X.shape[1], X.shape[1]), dtype=np.float64)
+    if m == 0:
+        return H, n
+    H = H * (n / (n + m)) + (2.0 / (n + m)) * (X.T @ X)
+    return H, n + m
+
+
+@dataclass(frozen=True)
+class GPTQResult:
+    quantized: QuantizedMatrix     # codes, grid and the weight-space error
+    error_gptq: float              # ‖W X − Ŵ X‖² / n of GPTQ
+    error_rtn: float               # the same for plain round-to-nearest on the same grid
+    damp: float                    # the damping fraction that made Cholesky succeed
+
+
+def inverse_hessian_factor(H: np.ndarray, damp: float = 0.01, max_tries: int = 6):
+    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean diag H.
+
+    If H + λI is not positive definite (Cholesky fails), damp is multiplied by
+    10 (0 becomes 1 %) and the factorisation retried. Returns (U float64 [in, in], damp used).
+    """
+    mean_diag = float(np.mean(np.diag(H)))
+    for _ in range(max_tries):
+        Hd = H + (damp * mean_diag) * np.eye(H.shape[0])
+        try:
+            L = np.linalg.cholesky(Hd)                       # Hd = L Lᵀ
+            L_inv = np.linalg.inv(L)                         # triangular, well-conditioned now
+            H_inv = L_inv.T @ L_inv                          # Hd⁻¹
+            U = np.linalg.cholesky(H_inv).T                  # Hd⁻¹ = Uᵀ U, U upper
+            if np.all(np.isfinite(U)):
+                return U, damp
+        except np.linalg.LinAlgError:
+            pass
+        tried, damp = damp, (damp * 10.0 if damp > 0 else 0.01)
+    raise NumericalError(f"GPTQ: Cholesky of the damped Hessian failed even with damp = "
+                         f"{tried:g}; the calibration inputs may contain NaN/Inf")
+
+
+def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int = 128,
+                  sym: bool = False, damp: float = 0.01, block_size: int = 128,
+                  act_order: bool = False, static_groups: bool = False) -> GPTQResult:
+    """GPTQ of W [out, in] given the Hessian H [in, in] of its calibration inputs."""
+    if W.ndim != 2 or H.shape != (W.shape[1], W.shape[1]):
+        raise InputError(f"gptq_quantize: W must be (out, in) and H (in, in); found W {W.shape}, "
+                         f"H {H.shape}")
+    check_scheme(bits, group_size)
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H))):
+        raise NumericalError("gptq_quantize: W or H contains NaN or Inf")
+    out, n_in = W.shape
+    W0 = W.astype(np.float32, copy=False)                    # the input is never modified
+    W = W0.copy()
+    H = H.astype(np.float64, copy=True)
+    H_orig = H.copy()
+
+    dead = np.diag(H) == 0                                   # inputs never active
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+
+    per_tensor = group_size == PER_TENSOR
+    bounds = group_bounds(n_in, group_size)
+    grouped = len(bounds) > 1
+    static = static_groups or act_order
+    R = 1 if per_tensor else out
+    scales = np.empty((R, len(bounds)), dtype=np.float16)
+    zeros = np.empty((R, len(bounds)), dtype=np.uint8)
+    if not grouped or static:                                # grid fixed before the sweep
+        for gi, (a, b) in enumerate(bounds):
+            scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(W[:, a:b], bits, sym,
+                                                                    per_tensor)
+    group_of = np.repeat(np.arange(len(bounds)), [b - a for a, b in bounds])   # [in]
+
+    perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n_in)
+    W = W[:, perm]
+    H = H[perm][:, perm]
+    U, damp_used = inverse_hessian_factor(H, damp)
+    U = U.astype(np.float32)
+
+    Q = np.zeros((out, n_in), dtype=np.uint8)               # codes, permuted order
+    for i1 in range(0, n_in, block_size):
+        i2 = min(i1 + block_size, n_in)
+        W1 = W[:, i1:i2].copy()                              # [out, B] being swept
+        Err1 = np.zeros_like(W1)                             # [out, B] scaled errors
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = perm[i1 + i]
+            gi = group_of[col]
+            if grouped and not static and col == bounds[gi][0]:
+                a, b = bounds[gi]                            # group = columns a … b−1 (natural)
+                cols = np.concatenate([W1[:, i:i + (b - a)], W[:, i2:i1 + i + (b - a)]], axis=1)
+                scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(cols, bits, sym)
+            s, z = scales[:, gi:gi + 1], zeros[:, gi:gi + 1]
+            w = W1[:, i:i + 1]                                              # [out, 1]
+            q = quantize_codes(w, s, z, bits)                               # [out, 1]
+            w_hat = s.astype(np.float32) * (q.astype(np.float32) - z.astype(np.float32))
+            err = (w - w_hat) / U1[i, i]                                    # [out, 1]
+            W1[:, i:] -= err @ U1[i:i + 1, i:]                              # δ within the block
+            Err1[:, i:i + 1] = err
+            Q[:, i1 + i:i1 + i + 1] = q
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]                                   # lazy batch update
+
+    Q = Q[:, np.argsort(perm)]                                              # natural order
+    W_hat = dequantize(Q, scales, zeros, group_size)
+    err = W0 - W_hat
+    quantized = QuantizedMatrix(Q, scales, zeros, bits, group_size, sym,
+                                max_abs_error=float(np.abs(err).max(initial=0.0)),
+                                mse=float(np.mean(err * err)))
+    rtn = quantize_rtn(W0, bits, group_size, sym)
+    return GPTQResult(quantized, error_gptq=output_error(W0, W_hat, H_orig),
+                      error_rtn=output_error(W0, rtn.dequantize(), H_orig), damp=damp_used)

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny random checkpoints written by transformers, and data paths.
+
+Checkpoints are built from a config with random weights and `save_pretrained`,
+so every equivalence test compares minislm against the real reference on the
+same file. Tests needing torch/transformers skip when the reference extra is
+absent (CI installs it).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
+
+
+def data_file(relative: str) -> Path:
+    """A file under the shared data folder, or skip the test with the reason."""
+    path = DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not present (shared data is never committed; set MINISLM_DATA)")
+    return path
+
+
+def llama3_scaling(original: int = 16) -> dict:
+    return {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": original}
+
+
+def hf_config(family: str, **kw):
+    """A transformers config for a tiny model (keyword names in minislm's vocabulary)."""
+    transformers = pytest.importorskip("transformers")
+    C = kw.get("d_model", 32)
+    H = kw.get("n_head", 4)
+    common = dict(vocab_size=kw.get("vocab_size", 101))
+    if family == "gpt2":
+        return transformers.GPT2Config(n_embd=C, n_layer=kw.get("n_layer", 2), n_head=H,
+                                       n_positions=kw.get("max_position", 64),
+                                       n_inner=kw.get("d_ff"), **common)
+    return transformers.LlamaConfig(
+        hidden_size=C, num_hidden_layers=kw.get("n_layer", 2), num_attention_heads=H,
+        num_key_value_heads=kw.get("n_kv_head", 2), intermediate_size=kw.get("d_ff", 48),
+        max_position_embeddings=kw.get("max_position", 64),
+        head_dim=kw.get("head_dim", C // H),
+        rope_scaling=kw.get("rope_scaling", llama3_scaling()),
+        rope_theta=kw.get("rope_theta", 10000.0),
+        tie_word_embeddings=kw.get("tied", False), **common)
+
+
+def build_hf_model(family: str, seed: int = 0, dtype=None, **kw):
+    """(transformers model, its config) with random weights; biases randomised too."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    cfg = hf_config(family, **kw)
+    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.LlamaForCausalLM
+    model = cls(cfg).eval()
+    with torch.no_grad():  # default init leaves norms at 1 and biases at 0: perturb them
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name or "ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    if dtype is not None:
+        model = model.to(dtype)
+    return model
+
+
+def save_hf_model(model, path, dtype=None) -> Path:
+    """save_pretrained (optionally converting to bf16/fp16 on disk)."""
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(str(path))
+    return Path(path)
+
+
+def hf_logits(model, ids: np.ndarray) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """{'gpt2': folder, 'llama': folder}: tiny random checkpoints written by transformers."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: save_hf_model(build_hf_model(family), root / family)
+            for family in ("gpt2", "llama")}

@@ -1,0 +1,215 @@
+"""A quantized linear weight: packed integer codes in memory, dequantized block by
+block inside the matmul — and the on-disk format that stores it.
+
+In memory (`QuantizedTensor`, always the (out, in) layout internally):
+
+    qweight      uint8   [out, ⌈in·b/8⌉]       codes, b-bit little-endian stream per row (pack.py)
+    scales       float16 [R, n_groups]          R = out, or 1 for per-tensor
+    zeros        uint8   [R, ⌈n_groups·b/8⌉]    packed zero points; absent when sym (z = 2^(b−1))
+    input_scale  float32 [in]                   AWQ: y = (x / s) Ŵᵀ (optional)
+    eora_A, eora_B float32 [r, in], [out, r]    EoRA: y += (x Aᵀ) Bᵀ (optional)
+
+    y = x Ŵᵀ,  Ŵ[rows] = s · (q − z)  computed for `block_rows` output rows at a time,
+so at most one block of float weights exists at once; the model's memory at rest
+is the packed bytes (`nbytes`).
+
+On disk (safetensors, beside the float tensors): for a weight named `<m>.weight`
+the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),
+`<m>.input_scale` (AWQ), `<m>.eora_A`, `<m>.eora_B` (EoRA); `config.json` carries
+
+    "quantization_config": {"quant_method": "minislm", "bits": b, "group_size": g,
+                            "sym": bool, "method": "rtn"|"gptq"|"awq", "layout": "out_in",
+                            "packing": "lsb-first bit stream per row", ...}
+
+`dequantize()` returns the weight in the *checkpoint's* layout ((in, out) for
+GPT-2 Conv1D), so code that wants a float weight sees what the float model had.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .pack import pack_bits, packed_row_bytes, unpack_bits
+from .rtn import PER_TENSOR, QuantizedMatrix, group_bounds
+
+QUANT_METHOD = "minislm"
+PARTS = ("qweight", "scales", "zeros", "input_scale", "eora_A", "eora_B")
+BLOCK_FLOATS = 1 << 20            # float weights dequantized at once (4 MB in float32)
+
+
+@dataclass(eq=False)
+class QuantizedTensor:
+    qweight: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray | None
+    bits: int
+    group_size: int
+    n_out: int
+    n_in: int
+    orientation: str                          # checkpoint layout: "in_out" or "out_in"
+    input_scale: np.ndarray | None = None
+    eora_A: np.ndarray | None = None
+    eora_B: np.ndarray | None = None
+
+    dtype = np.dtype(np.float32)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_matrix(cls, qm: QuantizedMatrix, orientation: str, input_scale=None,
+                    eora_A=None, eora_B=None) -> "QuantizedTensor":
+        """Pack a `QuantizedMatrix` (codes of the (out, in) weight)."""
+        n_out, n_in = qm.q.shape
+        zeros = None if qm.sym else pack_bits(qm.zeros, qm.bits)
+        return cls(pack_bits(qm.q, qm.bits), qm.scales.astype(np.float16), zeros, qm.bits,
+                   qm.group_size, n_out, n_in, orientation,
+                   None if input_scale is None else np.asarray(input_scale, np.float32),
+                   None if eora_A is None else np.asarray(eora_A, np.float32),
+                   None if eora_B is None else np.asarray(eora_B, np.float32))
+
+    # ------------------------------------------------------------- array-like
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_in, self.n_out) if self.orientation == "in_out" else (self.n_out, self.n_in)
+
+    @property
+    def sym(self) -> bool:
+        return self.zeros is None
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes held in memory (and written to disk) for this weight."""
+        return sum(a.nbytes for a in (self.qweight, self.scales, self.zeros, self.input_scale,
+                                      self.eora_A, self.eora_B) if a is not None)
+
+    def _zeros_rows(self, r0: int, r1: int) -> np.ndarray:
+        n_groups = self.scales.shape[1]
+        if self.zeros is None:
+            return np.full((1, n_groups), 2 ** (self.bits - 1), dtype=np.uint8)
+        rows = slice(0, 1) if self.scales.shape[0] == 1 else slice(r0, r1)
+        return unpack_bits(self.zeros[rows], self.bits, n_groups)
+
+    def dequantize_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Ŵ[r0:r1] = s · (q − z) as float32 [r1 − r0, in] (without AWQ/EoRA terms)."""
+        q = unpack_bits(self.qweight[r0:r1], self.bits, self.n_in)          # [rows, in]
+        rows = slice(0, 1) if self.scales.shape[0] == 1 else slice(r0, r1)
+        s = self.scales[rows].astype(np.float32)                             # [rows|1, n_groups]
+        z = self._zeros_rows(r0, r1).astype(np.float32)                      # [rows|1, n_groups]
+        g = self.group_size
+        if g not in (PER_TENSOR, -1) and g < self.n_in and self.n_in % g == 0:
+            n_groups = self.n_in // g
+            W = q.reshape(r1 - r0, n_groups, g).astype(np.float32)
+            W -= z[:, :, None]
+            W *= s[:, :, None]
+            return W.reshape(r1 - r0, self.n_in)
+        W = q.astype(np.float32)
+        for gi, (a, b) in enumerate(group_bounds(self.n_in, g)):            # ragged groups
+            W[:, a:b] = (W[:, a:b] - z[:, gi:gi + 1]) * s[:, gi:gi + 1]
+        return W
+
+    def effective_out_in(self) -> np.ndarray:
+        """The float weight this tensor computes with, (out, in): Ŵ / s + B A."""
+        W = self.dequantize_rows(0, self.n_out)
+        if self.input_scale is not None:
+            W = W / self.input_scale
+        if self.eora_A is not None:
+            W = W + self.eora_B @ self.eora_A
+        return W
+
+    def dequantize(self) -> np.ndarray:
+        """Float32 weight in the checkpoint layout."""
+        W = self.effective_out_in()
+        return np.ascontiguousarray(W.T) if self.orientation == "in_out" else W
+
+    def linear(self, x: np.ndarray) -> np.ndarray:
+        """y = x Ŵᵀ for x [..., in] -> [..., out], dequantizing `block_rows` rows at a time."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.n_in)                                        # [N, in]
+        xs = x2 / self.input_scale if self.input_scale is not None else x2
+        y = np.empty((x2.shape[0], self.n_out), dtype=np.result_type(x.dtype, np.float32))
+        block_rows = max(1, BLOCK_FLOATS // self.n_in)
+        for r0 in range(0, self.n_out, block_rows):
+            r1 = min(r0 + block_rows, self.n_out)
+            y[:, r0:r1] = xs @ self.dequantize_rows(r0, r1).T                # [N, rows]
+        if self.eora_A is not None:
+            y += (x2 @ self.eora_A.T) @ self.eora_B.T                        # low-rank EoRA term
+        return y.reshape(*lead, self.n_out)
+
+    # ----------------------------------------------------------------- storage
+    def state_dict(self, name: str) -> dict[str, np.ndarray]:
+        """Tensors to write for the weight `name` (`<m>.weight` -> `<m>.qweight`, ...)."""
+        base = module_name(name)
+        parts = {"qweight": self.qweight, "scales": self.scales, "zeros": self.zeros,
+                 "input_scale": self.input_scale, "eora_A": self.eora_A, "eora_B": self.eora_B}
+        return {f"{base}.{k}": v for k, v in parts.items() if v is not None}
+
+
+def module_name(weight_name: str) -> str:
+    return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
+
+
+def quantization_config(bits: int, group_size: int, sym: bool, method: str, **extra) -> dict:
+    """The `quantization_config` entry of config.json for minislm's packed format."""
+    return {"quant_method": QUANT_METHOD, "bits": int(bits), "group_size": int(group_size),
+            "sym": bool(sym), "method": method, "layout": "out_in",
+            "packing": "lsb-first bit stream per row", "scale_dtype": "float16",
+            "zero_point": "absent when sym (z = 2^(bits-1)); else packed like qweight", **extra}
+
+
+def load_quantized(config_dict: dict, tensors: dict) -> dict:
+    """Replace the `<m>.qweight`, `.scales`, ... tensors by one `QuantizedTensor` at `<m>.weight`.
+
+    Called by `minislm.load` when config.json has quant_method "minislm". Every
+    quantized weight is checked against the family's table of linear layers.
+    """
+    from ..config import Config
+    from ..model import families
+    qc = config_dict.get("quantization_config", {})
+    try:
+        bits, group_size = int(qc["bits"]), int(qc["group_size"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError("config.json: quantization_config needs integer 'bits' and "
+                              f"'group_size', found {qc!r}") from None
+    config = Config.from_hf_dict(config_dict)
+    names = [n for n in tensors if not n.endswith(tuple(f".{p}" for p in PARTS[1:]))]
+    prefix = families.detect_prefix(config, names)
+    table = {lin.name: lin for lin in families.linear_layers(config, prefix, include_lm_head=True)}
+    out = dict(tensors)
+    for name in [n for n in tensors if n.endswith(".qweight")]:
+        base = name[: -len(".qweight")]
+        weight = f"{base}.weight"
+        lin = table.get(weight)
+        if lin is None:
+            raise CheckpointError(f"tensor '{name}': '{weight}' is not a linear layer of this "
+                                  f"{config.family} config")
+        parts = {p: out.pop(f"{base}.{p}", None) for p in PARTS}
+        n_groups = len(group_bounds(lin.d_in, group_size))
+        R = 1 if group_size == PER_TENSOR else lin.d_out
+        want = {"qweight": (lin.d_out, packed_row_bytes(lin.d_in, bits)),
+                "scales": (R, n_groups),
+                "zeros": (R, packed_row_bytes(n_groups, bits)),
+                "input_scale": (lin.d_in,)}
+        for p, shape in want.items():
+            a = parts[p]
+            if a is not None and tuple(a.shape) != shape:
+                raise CheckpointError(f"tensor '{base}.{p}' has shape {tuple(a.shape)}, expected "
+                                      f"{shape} for {bits}-bit, group_size {group_size}")
+        if parts["scales"] is None:
+            raise CheckpointError(f"tensor '{base}.scales' is missing (needed by '{name}')")
+        if (parts["zeros"] is None) != bool(qc.get("sym", False)):
+            raise CheckpointError(f"tensor '{base}.zeros' must be present exactly when "
+                                  f"quantization_config.sym is false (sym = {qc.get('sym')})")
+        A, B = parts["eora_A"], parts["eora_B"]
+        if (A is None) != (B is None) or (A is not None and (
+                A.shape[1] != lin.d_in or B.shape != (lin.d_out, A.shape[0]))):
+            raise CheckpointError(f"tensors '{base}.eora_A/B' must both be present with shapes "
+                                  f"(r, {lin.d_in}) and ({lin.d_out}, r)")
+        out[weight] = QuantizedTensor(
+            np.asarray(parts["qweight"], np.uint8), np.asarray(parts["scales"]).astype(np.float16),
+            None if parts["zeros"] is None else np.asarray(parts["zeros"], np.uint8),
+            bits, group_size, lin.d_out, lin.d_in, lin.orientation,
+            None if parts["input_scale"] is None else np.asarray(parts["input_scale"], np.float32),
+            None if A is None else np.asarray(A, np.float32),
+            None if B is None else np.asarray(B, np.float32))
+    return out

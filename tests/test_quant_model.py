@@ -1,0 +1,149 @@
+"""Quantized linear layers, quantized checkpoints, and whole-model RTN/GPTQ/AWQ/EoRA."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minislm
+from minislm.errors import CheckpointError
+from minislm.quant import qlinear
+from minislm.quant.model_quant import calibration_windows, model_nbytes, quantize_model
+from minislm.quant.pack import packed_row_bytes
+from minislm.quant.qlinear import QuantizedTensor
+from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 1000), bits=st.sampled_from([2, 3, 4, 8]),
+       group_size=st.sampled_from([PER_TENSOR, PER_CHANNEL, 8, 12]), sym=st.booleans(),
+       orientation=st.sampled_from(["in_out", "out_in"]), extras=st.booleans())
+def test_quantized_linear_equals_dequantized_matmul(seed, bits, group_size, sym, orientation,
+                                                    extras):
+    rng = np.random.default_rng(seed)
+    out, n_in = 10, 24
+    W = rng.standard_normal((out, n_in)).astype(np.float32)
+    qm = quantize_rtn(W, bits, group_size, sym)
+    s = rng.uniform(0.5, 2, n_in).astype(np.float32) if extras else None
+    A = rng.standard_normal((3, n_in)).astype(np.float32) if extras else None
+    B = rng.standard_normal((out, 3)).astype(np.float32) if extras else None
+    qt = QuantizedTensor.from_matrix(qm, orientation, s, A, B)
+    assert qt.shape == ((n_in, out) if orientation == "in_out" else (out, n_in))
+    W_ckpt = qt.dequantize()
+    assert W_ckpt.dtype == np.float32 and W_ckpt.shape == qt.shape
+    W_eff = qm.dequantize() / (s if extras else 1) + (B @ A if extras else 0)
+    np.testing.assert_allclose(W_ckpt.T if orientation == "in_out" else W_ckpt, W_eff,
+                               rtol=1e-5, atol=1e-6)
+    x = rng.standard_normal((2, 3, n_in)).astype(np.float32)
+    y = qt.linear(x)
+    assert y.shape == (2, 3, out) and y.dtype == np.float32
+    np.testing.assert_allclose(y, x @ W_eff.T, rtol=1e-4, atol=1e-4)
+    # exact byte accounting
+    n_groups = qm.scales.shape[1]
+    expected = out * packed_row_bytes(n_in, bits) + qm.scales.size * 2
+    expected += 0 if sym else qm.scales.shape[0] * packed_row_bytes(n_groups, bits)
+    expected += (n_in * 4 + 3 * n_in * 4 + out * 3 * 4) if extras else 0
+    assert qt.nbytes == expected
+
+
+def test_block_dequantization_matches_one_shot(monkeypatch):
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((37, 64)).astype(np.float32)
+    qt = QuantizedTensor.from_matrix(quantize_rtn(W, 4, 16), "out_in")
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    full = qt.linear(x)
+    monkeypatch.setattr(qlinear, "BLOCK_FLOATS", 64 * 5)       # 5 rows per block
+    np.testing.assert_allclose(qt.linear(x), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoints):
+    return {fam: minislm.load(path) for fam, path in tiny_checkpoints.items()}
+
+
+def _calib(model, n=8, T=32, seed=0):
+    return np.random.default_rng(seed).integers(0, model.config.vocab_size, (n, T))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_gptq_beats_rtn_on_every_layer_and_roundtrips(family, tiny, tmp_path):
+    model = tiny[family]
+    ids = _calib(model)
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in model.params.items()}
+    qmodel, report = quantize_model(model, "gptq", bits=4, group_size=16, calib_ids=ids,
+                                    progress=False)
+    for k, v in model.params.items():                       # the input model is untouched
+        np.testing.assert_array_equal(v, before[k])
+    assert len(report) == len(minislm.model.families.linear_layers(model.config, model.prefix))
+    for entry in report:
+        assert entry["error"] <= entry["error_rtn"], entry
+    ref = minislm.forward(model, ids[:2])
+    out = minislm.forward(qmodel, ids[:2])
+    assert out.dtype == np.float32
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+    # on disk: packed parts, quantization_config, and loading runs it directly
+    folder = minislm.save(qmodel, tmp_path / "q")
+    cfg = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert cfg["quant_method"] == "minislm" and cfg["bits"] == 4 and cfg["group_size"] == 16
+    loaded = minislm.load(folder)
+    np.testing.assert_array_equal(minislm.forward(loaded, ids[:2]), out)
+    assert model_nbytes(loaded) < model_nbytes(model)
+
+
+def test_rtn_needs_no_calibration_and_disk_shrinks(tiny, tiny_checkpoints, tmp_path):
+    model = tiny["llama"]
+    q8, report = quantize_model(model, "rtn", bits=8, group_size=PER_CHANNEL, sym=True,
+                                progress=False)
+    assert all("weight_mse" in e for e in report)
+    folder = minislm.save(q8, tmp_path / "q8")
+    from minislm.model import families
+    lin_bytes = sum(lin.d_in * lin.d_out * 4 for lin in families.linear_layers(model.config))
+    q_bytes = sum(q8.params[lin.name].nbytes for lin in families.linear_layers(model.config))
+    lin_out = sum(lin.d_out for lin in families.linear_layers(model.config))
+    assert q_bytes == lin_bytes // 4 + lin_out * 2            # 1 byte/weight + an fp16 scale/row
+    def data_bytes(path):                                     # file size minus the JSON header
+        from minislm.checkpoint import read_header
+        _, _, start = read_header(path)
+        return path.stat().st_size - start
+    size_in = data_bytes(tiny_checkpoints["llama"] / "model.safetensors")
+    size_out = data_bytes(folder / "model.safetensors")
+    assert size_in - size_out == lin_bytes - q_bytes
+
+
+def test_awq_and_eora_run_through_the_model(tiny):
+    model = tiny["gpt2"]
+    ids = _calib(model)
+    qa, report = quantize_model(model, "awq", bits=3, group_size=16, calib_ids=ids,
+                                progress=False)
+    assert all(e["error"] <= e["error_rtn"] for e in report)
+    qe, report = quantize_model(model, "rtn", bits=3, group_size=16, eora_rank=4,
+                                calib_ids=ids, progress=False)
+    assert all(e["error"] <= e["error_svd"] * (1 + 1e-6) and e["error"] < e["error_before_eora"]
+               for e in report)
+
+
+def test_load_rejects_inconsistent_quantized_tensors(tiny, tmp_path):
+    from minislm.checkpoint import read_safetensors, write_safetensors
+    model = tiny["llama"]
+    q, _ = quantize_model(model, "rtn", bits=4, group_size=16, progress=False)
+    folder = minislm.save(q, tmp_path / "bad")
+    tensors = dict(read_safetensors(folder / "model.safetensors"))
+    name = "model.layers.0.mlp.up_proj.scales"
+    tensors[name] = tensors[name][:, :1]
+    write_safetensors(folder / "model.safetensors", tensors)
+    with pytest.raises(CheckpointError, match="up_proj.scales"):
+        minislm.load(folder)
+
+
+def test_calibration_windows_are_deterministic(tiny):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    words = [f"w{i}" for i in range(50)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    model = tiny["gpt2"].replace(tokenizer=tok)
+    text = " ".join(words * 4)
+    a = calibration_windows(model, text, 4, 16, seed=0)
+    assert a.shape == (4, 16) and a.dtype == np.int64
+    np.testing.assert_array_equal(a, calibration_windows(model, text, 4, 16, seed=0))
+    for row in a:                                  # each window is a contiguous run of the text
+        assert np.all(np.diff(row) % 50 == 1)

@@ -1,0 +1,307 @@
+"""Will this model fit, and how fast will it run? Per-kernel cost on a described device.
+
+`estimate(config, device, ...)` takes the shapes (a `Config`), a weight format
+(bits, group size, sparsity) and a device from `minislm.hardware.devices`, lists
+the kernels of one decode step and of a prefill (`workload.step_ops`), gives each
+a time, and sums. Two cost models, one per kind of device:
+
+Roofline (Jetson Nano GPU/CPU, CPUs; LLM-Viewer style), per kernel:
+    ops   = 2·MACs + e·elements + q·N_w·[b < 16] + m·N_w·[bitmap]     (q dequantise, m unmask)
+    bytes = weight bytes + activation bytes + KV-cache bytes
+    t     = max(ops / peak_ops, bytes / bandwidth) + t_launch
+
+Siracusa (tiled hierarchy), per kernel, in cycles at clock f:
+    linear, 2 ≤ b ≤ 8, on N-EUREKA:  compute = 2·MACs / (peak · utilisation) · f
+        weights stream MRAM → engine at 92 Gbit/s, or L3 → L2 → L1 when they spilled
+    linear, float, attention products, norms, softmax, activations: on the cluster
+        compute = MACs / (cores · SIMD MACs/cycle · η)   or  elements · c_op / (cores · η)
+    activations and KV cache move L2 ↔ L1 by DMA, tiled to half of L1 (double buffering):
+        t = max(compute, MRAM, L3, DMA) + first-tile fill + c_kernel + tiles · c_tile
+    weights are placed in MRAM in forward order until it is full; the rest stay in L3.
+
+Fits: Siracusa — all weights in MRAM and activations + KV cache in L2 (if weights
+spill, they must at least fit L3); roofline — weights + KV cache + activations
+within memory − reserved. Energy = average power × time (where a power is known).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from ..config import Config
+from ..errors import InputError
+from .devices import Device, get_device
+from .workload import (FLOAT_BITS, INT_BITS, Op, WeightFormat, kv_cache_bytes,
+                       parameter_count, peak_activation_bytes, step_ops, stored_weight_bytes)
+
+
+# ----------------------------------------------------------------------------- roofline
+def roofline_op(op: Op, dev: Device) -> dict:
+    """t = max(ops / peak, bytes / bandwidth) + launch overhead (module docstring)."""
+    ops = 2.0 * op.macs + op.elements * dev["ops_per_element"]
+    if op.kind == "linear" and op.weight_bits in INT_BITS:
+        ops += dev["dequant_ops_per_weight"] * op.n_weights
+    if op.bitmap_sparse:
+        ops += dev["sparse_ops_per_weight"] * op.n_weights
+    moved = op.weight_bytes + op.act_bytes + op.kv_bytes
+    terms = {"compute": ops / dev["peak_ops"], "memory bandwidth": moved / dev["bandwidth"]}
+    return _finish(terms, dev["kernel_overhead_s"], "kernel launch")
+
+
+# ----------------------------------------------------------------------------- siracusa
+def siracusa_act_bytes(weight_bits: int) -> int:
+    """8-bit activations when N-EUREKA can run the linears, else float of the weights' width."""
+    return 1 if weight_bits in INT_BITS else weight_bits // 8
+
+
+def siracusa_op(op: Op, dev: Device, weights_in_mram: bool, kv_in_l2: bool,
+                int8: bool = True) -> dict:
+    """Cycles of one kernel on Siracusa, returned in seconds (module docstring)."""
+    f = dev["clock_hz"]
+    dma = dev["dma_bytes_per_cycle"]                       # bytes per cycle, L2 <-> L1
+    cores = dev["cluster_cores"] * dev["cluster_parallel_efficiency"]
+    half_l1 = dev["l1_bytes"] / 2                          # double buffering
+    cycles: dict[str, float] = {}
+    l1_bytes = op.act_bytes + op.kv_bytes                  # traffic through the DMA
+    tiles = 1
+
+    if op.kind == "linear":
+        on_engine = dev["engine_min_bits"] <= op.weight_bits <= dev["engine_max_bits"]
+        row_bytes = op.act_bytes / op.tokens               # one token's input + output
+        budget = half_l1 if on_engine else half_l1 / 2     # the cluster also tiles weights
+        rows_per_tile = max(1, int(budget // row_bytes))
+        row_tiles = math.ceil(op.tokens / rows_per_tile)   # weights are re-read per row tile
+        col_tiles = max(1, math.ceil(row_bytes / budget))
+        weight_traffic = op.weight_bytes * row_tiles
+        if on_engine:
+            cycles["engine compute"] = 2 * op.macs / (dev["engine_peak_ops"]
+                                                      * dev["engine_utilisation"]) * f
+            if op.bitmap_sparse:                           # the cluster expands the mask first
+                cycles["cluster compute"] = op.n_weights * dev["cycles_per_sparse_weight"] / cores
+        else:
+            cycles["cluster compute"] = 2 * op.macs / (dev["cluster_cores"] * dev[
+                "cluster_fp_flops_per_cycle"] * dev["cluster_parallel_efficiency"])
+            col_tiles = max(col_tiles, math.ceil(op.weight_bytes / budget))
+        if weights_in_mram and on_engine and not op.bitmap_sparse:
+            cycles["MRAM weight bandwidth"] = weight_traffic / dev["mram_bandwidth"] * f
+        elif weights_in_mram:
+            cycles["MRAM weight bandwidth"] = weight_traffic / dev["mram_bandwidth"] * f
+            l1_bytes += weight_traffic                     # through L1 to the cluster
+        else:
+            cycles["off-chip L3 bandwidth"] = weight_traffic / dev["l3_bandwidth"] * f
+            l1_bytes += weight_traffic
+        tiles = row_tiles * col_tiles
+    elif op.kind == "attention":
+        if int8:                                           # SIMD dot products on 8-bit codes
+            rate = dev["cluster_cores"] * dev["cluster_int8_macs_per_cycle"]
+        else:                                              # one FMA = one MAC per FPU
+            rate = dev["cluster_cores"] * dev["cluster_fp_flops_per_cycle"] / 2
+        cycles["cluster compute"] = op.macs / (rate * dev["cluster_parallel_efficiency"])
+        if not kv_in_l2:
+            cycles["off-chip L3 bandwidth"] = op.kv_bytes / dev["l3_bandwidth"] * f
+        tiles = max(1, math.ceil(l1_bytes / half_l1))
+    elif op.kind == "elementwise":
+        cpe = dev[f"cycles_per_{op.element_kind}"]
+        cycles["cluster compute"] = op.elements * cpe / cores
+        l1_bytes += op.weight_bytes
+        tiles = max(1, math.ceil(l1_bytes / half_l1))
+    else:                                                  # lookup: DMA one table row
+        if weights_in_mram:
+            cycles["MRAM weight bandwidth"] = op.weight_bytes / dev["mram_bandwidth"] * f
+        else:
+            cycles["off-chip L3 bandwidth"] = op.weight_bytes / dev["l3_bandwidth"] * f
+        l1_bytes += op.weight_bytes
+
+    cycles["L2-L1 DMA"] = l1_bytes / dma
+    fill = min(l1_bytes, half_l1) / dma / tiles            # the first tile is not overlapped
+    overhead = dev["kernel_overhead_cycles"] + tiles * dev["tile_overhead_cycles"] + fill
+    return _finish({k: v / f for k, v in cycles.items()}, overhead / f, "kernel overhead",
+                   tiles=tiles)
+
+
+def _finish(terms: dict, overhead_s: float, overhead_name: str, tiles: int = 1) -> dict:
+    """Overlapped terms: the slowest one sets the pace; the overhead adds on top."""
+    name, t = max(terms.items(), key=lambda kv: kv[1])
+    bottleneck = overhead_name if overhead_s > t else name
+    return {"seconds": t + overhead_s, "bottleneck": bottleneck, "terms": terms,
+            "overhead_s": overhead_s, "tiles": tiles}
+
+
+# ----------------------------------------------------------------------------- steps
+def _place_in_mram(ops: list[Op], capacity: float) -> set:
+    """Names (layer, name) of the weights that fit the MRAM, greedily in forward order."""
+    placed, used = set(), 0.0
+    for op in ops:
+        if op.kind != "linear":
+            continue
+        if used + op.weight_bytes <= capacity:
+            placed.add((op.layer, op.name))
+            used += op.weight_bytes
+    return placed
+
+
+def _cost_step(ops: list[Op], dev: Device, config: Config, in_mram: set | None,
+               kv_in_l2: bool, act_bytes: float) -> tuple[float, list[dict]]:
+    rows = []
+    for op in ops:
+        if dev.kind == "siracusa":
+            resident = (op.layer, op.name) in in_mram if op.kind == "linear" else \
+                (op.kind == "lookup" and config.tied and ("head", "lm_head") in in_mram)
+            c = siracusa_op(op, dev, resident, kv_in_l2, int8=act_bytes == 1)
+        else:
+            c = roofline_op(op, dev)
+        rows.append({"layer": op.layer, "op": op.name, "kind": op.kind, "macs": op.macs,
+                     "weight_bytes": op.weight_bytes,
+                     "other_bytes": op.act_bytes + op.kv_bytes,
+                     "seconds": c["seconds"], "bottleneck": c["bottleneck"],
+                     "tiles": c["tiles"]})
+    return sum(r["seconds"] for r in rows), rows
+
+
+def _by_layer(rows: list[dict]) -> list[dict]:
+    """Per-layer sums; a layer's bottleneck is the label that cost it the most time."""
+    order, acc = [], {}
+    for r in rows:
+        if r["layer"] not in acc:
+            order.append(r["layer"])
+            acc[r["layer"]] = {"layer": r["layer"], "macs": 0.0, "weight_bytes": 0.0,
+                               "other_bytes": 0.0, "seconds": 0.0, "_by": defaultdict(float)}
+        a = acc[r["layer"]]
+        for key in ("macs", "weight_bytes", "other_bytes", "seconds"):
+            a[key] += r[key]
+        a["_by"][r["bottleneck"]] += r["seconds"]
+    out = []
+    for name in order:
+        a = acc[name]
+        by = a.pop("_by")
+        a["bottleneck"] = max(by.items(), key=lambda kv: kv[1])[0]
+        out.append(a)
+    return out
+
+
+def _bottleneck(rows: list[dict]) -> str:
+    by = defaultdict(float)
+    for r in rows:
+        by[r["bottleneck"]] += r["seconds"]
+    return max(by.items(), key=lambda kv: kv[1])[0]
+
+
+# ----------------------------------------------------------------------------- estimate
+def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
+             sparsity: float = 0.0, group_size: int = 128, sym: bool = False,
+             embedding_bits: int | None = None) -> dict:
+    """Fit, latency and bottleneck of `config` on `device` (a name or a `Device`).
+
+    context: tokens already in the KV cache when the measured decode step runs,
+             and the length of the prompt whose prefill is costed.
+    weight_bits: 32/16 float or 2…8 integer codes, groups of `group_size` input columns.
+    sparsity: fraction of zeros in the block linear weights (bitmap storage when smaller).
+    Returns a dict: totals (`fits`, `weight_bytes`, `latency_s_per_token`,
+    `tokens_per_s`, `bottleneck`, …), `checks` (memory need vs have), `layers`
+    (per-layer rows of one decode step) and `ops` (its per-kernel rows).
+    """
+    dev = get_device(device)
+    if not isinstance(context, int) or context < 1:
+        raise InputError(f"context must be a positive number of tokens, found {context!r}")
+    if context + 1 > config.max_position:
+        raise InputError(f"context {context} + 1 new token exceeds the model's "
+                         f"max_position {config.max_position}")
+    fmt = WeightFormat(weight_bits, group_size, sym, float(sparsity), embedding_bits)
+    fmt.validate()
+    parts = stored_weight_bytes(config, fmt)
+    weight_bytes = sum(parts.values())
+    a = siracusa_act_bytes(weight_bits) if dev.kind == "siracusa" else dev["act_bytes"]
+    kv = kv_cache_bytes(config, context + 1, a)
+    acts = max(peak_activation_bytes(config, context, 0, a),
+               peak_activation_bytes(config, 1, context, a))
+    decode = step_ops(config, fmt, 1, context, a)
+    prefill = step_ops(config, fmt, context, 0, a)
+
+    if dev.kind == "siracusa":
+        in_mram = _place_in_mram(decode, dev["mram_bytes"] - parts["norms_biases"])
+        spilled = sum(op.weight_bytes for op in decode
+                      if op.kind == "linear" and (op.layer, op.name) not in in_mram)
+        if not config.tied:                          # the input embedding stays off-chip
+            spilled += parts["embeddings"]
+        kv_in_l2 = kv + acts <= dev["l2_bytes"]
+        checks = [_check("MRAM: weights", weight_bytes, dev["mram_bytes"]),
+                  _check("L2: activations + KV cache", kv + acts, dev["l2_bytes"])]
+        if weight_bytes > dev["mram_bytes"]:
+            checks.append(_check("L3 off-chip: weights that spill from MRAM", spilled,
+                                 dev["l3_bytes"]))
+        fits = checks[0]["fits"] and checks[1]["fits"]
+    else:
+        in_mram, kv_in_l2 = None, True
+        available = dev["memory_bytes"] - dev["reserved_bytes"]
+        checks = [_check("DRAM: weights + KV cache + activations", weight_bytes + kv + acts,
+                         available)]
+        fits = checks[0]["fits"]
+
+    t_decode, rows = _cost_step(decode, dev, config, in_mram, kv_in_l2, a)
+    t_prefill, _ = _cost_step(prefill, dev, config, in_mram, kv_in_l2, a)
+    power = dev.facts["power_w"].value if "power_w" in dev.facts else 0.0
+    return {
+        "device": dev.name, "device_title": dev.title, "family": config.family,
+        "parameters": parameter_count(config), "weight_bits": weight_bits,
+        "embedding_bits": fmt.emb_bits, "group_size": group_size, "sparsity": float(sparsity),
+        "context": context, "activation_bytes": a,
+        "fits": bool(fits), "weight_bytes": weight_bytes, "weight_bytes_by_part": parts,
+        "kv_cache_bytes": kv, "activation_peak_bytes": acts,
+        "latency_s_per_token": t_decode, "tokens_per_s": 1.0 / t_decode,
+        "bottleneck": _bottleneck(rows),
+        "prefill_s": t_prefill, "prefill_tokens_per_s": context / t_prefill,
+        "energy_j_per_token": power * t_decode if power > 0 else None,
+        "verdict": _verdict(checks, dev),
+        "checks": checks, "layers": _by_layer(rows), "ops": rows,
+    }
+
+
+def _check(memory: str, need: float, have: float) -> dict:
+    return {"memory": memory, "need_bytes": need, "have_bytes": have, "fits": need <= have,
+            "ratio": need / have}
+
+
+def _verdict(checks: list[dict], dev: Device) -> str:
+    parts = []
+    for c in checks:
+        word = "fits" if c["fits"] else "does NOT fit"
+        parts.append(f"{c['memory']} {word}: {_mib(c['need_bytes'])} of {_mib(c['have_bytes'])} "
+                     f"({100 * c['ratio']:.0f}%)")
+    return "; ".join(parts)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2 ** 20:.2f} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.2f} GiB"
+
+
+# ----------------------------------------------------------------------------- report
+def format_report(r: dict, show_ops: bool = False) -> str:
+    """Human-readable: header, memory checks, per-layer table of one decode step, totals."""
+    lines = [f"{r['device_title']}",
+             f"model: {r['family']}, {r['parameters'] / 1e6:.2f} M parameters, "
+             f"{r['weight_bits']}-bit weights (embeddings {r['embedding_bits']}-bit, "
+             f"group {r['group_size']}), sparsity {r['sparsity']:.2f}, context {r['context']}",
+             ""]
+    for c in r["checks"]:
+        lines.append(f"  [{'ok' if c['fits'] else 'NO'}] {c['memory']}: need {_mib(c['need_bytes'])}"
+                     f", have {_mib(c['have_bytes'])} ({100 * c['ratio']:.0f}%)")
+    rows = r["ops"] if show_ops else r["layers"]
+    lines += ["", f"one decode step at context {r['context']}:",
+              f"{'layer':<10} {'op' if show_ops else '':<13} {'MMAC':>9} {'weights KiB':>12} "
+              f"{'other KiB':>10} {'time us':>10} {'share':>6}  bottleneck"]
+    total = r["latency_s_per_token"]
+    for row in rows:
+        lines.append(f"{row['layer']:<10} {row.get('op', ''):<13} {row['macs'] / 1e6:>9.3f} "
+                     f"{row['weight_bytes'] / 1024:>12.1f} {row['other_bytes'] / 1024:>10.1f} "
+                     f"{row['seconds'] * 1e6:>10.1f} {100 * row['seconds'] / total:>5.1f}%  "
+                     f"{row['bottleneck']}")
+    energy = r["energy_j_per_token"]
+    lines += ["",
+              f"weights stored: {_mib(r['weight_bytes'])}   KV cache: {_mib(r['kv_cache_bytes'])}",
+              f"decode: {total * 1e3:.3f} ms/token = {r['tokens_per_s']:.1f} tokens/s "
+              f"(bottleneck: {r['bottleneck']})"
+              + (f", {energy * 1e6:.0f} uJ/token" if energy else ""),
+              f"prefill of {r['context']} tokens: {r['prefill_s'] * 1e3:.1f} ms = "
+              f"{r['prefill_tokens_per_s']:.1f} tokens/s",
+              f"verdict: {'FITS' if r['fits'] else 'DOES NOT FIT'} — {r['verdict']}"]
+    return "\n".join(lines)

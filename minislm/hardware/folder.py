@@ -1,0 +1,70 @@
+"""Read what the cost model needs from an HF checkpoint folder: shapes, bits, sparsity.
+
+  * shapes: `config.json` through `Config.from_file`;
+  * bits: `config.json["quantization_config"]` when written by minislm
+    (`{"quant_method": "minislm", "bits": b, "group_size": g, "sym": ...}`), else
+    the float width of the stored linear weights (F32 -> 32, F16/BF16 -> 16);
+  * sparsity: the fraction of exact zeros in the float linear weights of the blocks,
+    s = Σ #(W == 0) / Σ #W, read one tensor at a time (memory-mapped).
+A quantized model stored dequantized counts codes that round to 0 as zeros too:
+that is what a bitmap format could skip, so it is the right number for storage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import checkpoint_files, read_header, read_safetensors
+from ..config import Config
+from ..errors import ConfigError
+from ..model.families import detect_prefix, linear_layers
+
+FLOAT_CODES = {"F64": 32, "F32": 32, "F16": 16, "BF16": 16}
+
+
+def read_model_folder(path, measure_sparsity: bool = True) -> dict:
+    """{'config', 'weight_bits', 'group_size', 'sym', 'sparsity', 'notes'} of a folder."""
+    folder = Path(path)
+    config = Config.from_file(folder / "config.json")
+    notes = []
+    headers = {p: read_header(p)[0] for p in checkpoint_files(folder)}
+    names = {name for header in headers.values() for name in header}
+    prefix = detect_prefix(config, names)
+    linear_names = {lin.name for lin in linear_layers(config, prefix)}
+
+    stored_bits = sorted({FLOAT_CODES[h[n]["dtype"]] for h in headers.values() for n in h
+                          if n in linear_names and h[n]["dtype"] in FLOAT_CODES})
+    weight_bits = stored_bits[-1] if stored_bits else 32
+    group_size, sym = 128, False
+    qc = config.raw.get("quantization_config")
+    if isinstance(qc, dict) and qc.get("quant_method") == "minislm":
+        try:
+            weight_bits = int(qc["bits"])
+            group_size = int(qc.get("group_size", 128))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{folder / 'config.json'}: quantization_config needs an integer "
+                              f"'bits' (and 'group_size'), found {qc!r}") from None
+        sym = bool(qc.get("sym", False))
+        notes.append(f"bits {weight_bits}, group {group_size} from quantization_config")
+    elif isinstance(qc, dict):
+        notes.append(f"quantization_config with quant_method {qc.get('quant_method')!r} is "
+                     f"not minislm's: weights costed at the stored width {weight_bits} bits")
+
+    sparsity = 0.0
+    if measure_sparsity:
+        zeros = total = 0
+        for file, header in headers.items():
+            for name, entry in header.items():
+                if name in linear_names and entry["dtype"] in FLOAT_CODES:
+                    W = read_safetensors(file, names={name})[name]
+                    zeros += int(np.count_nonzero(W == 0))
+                    total += W.size
+        if total:
+            sparsity = zeros / total
+            notes.append(f"sparsity {sparsity:.4f} measured: exact zeros in {total:,} "
+                         "float linear weights")
+        else:
+            notes.append("no float linear weights to measure sparsity from: sparsity 0")
+    return {"config": config, "weight_bits": weight_bits, "group_size": group_size,
+            "sym": sym, "sparsity": sparsity, "notes": notes}

@@ -1,0 +1,214 @@
+"""What one forward step of a decoder costs before any device is involved: MACs and bytes.
+
+Symbols (legend in minislm/config.py): C d_model, F d_ff, H query heads, K KV heads,
+D head dim, V vocab. A *step* appends n new tokens to a KV cache already holding p:
+a prefill of a T-token prompt is (p = 0, n = T), one decode step is (p = context, n = 1).
+
+Linear  y[n, out] = x[n, in] W            MACs = n · in · out
+                                          weights: the stored bytes of W, read once per step
+Attention: query i (1 … n) sees p + i keys, so the step has P = n·p + n(n+1)/2 pairs
+    scores S = Q Kᵀ                       MACs = H · D · P        (reads K: K·D·(p+n) values)
+    softmax over S                        H · P elements
+    output O = softmax(S) V               MACs = H · D · P        (reads V: K·D·(p+n) values)
+    the new keys and values are written:  2 · K · D · n values
+LM head: only the last position's logits are needed to pick the next token (n_head = 1).
+
+Stored weight bytes, b-bit codes in groups of g input columns (minislm.quant.rtn):
+    codes   out · ⌈in · b / 8⌉                               (minislm.quant.pack)
+    grid    out · ⌈in / g⌉ · (2 + 1)  bytes                  float16 scale + uint8 zero
+            (symmetric: no zero; g = −1 one group per row; g = 0 one group per matrix)
+Sparsity s (fraction of exact zeros) is stored as kept values plus a 1-bit mask
+(an assumption: for 2:4 this equals the 2-bit index per kept value of N:M formats),
+and only when that is smaller than the dense codes:
+    code bits = min(N·b,  (1 − s)·N·b + N)
+Float weights (b = 16 or 32) have no grid. Norm weights and biases are float32.
+Sparsity applies to the linear weights inside the blocks (pruning leaves the
+embedding and the LM head dense); `embedding_bits` defaults to the weight bits.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import Config
+from ..errors import ConfigError
+from ..model.families import expected_shapes, linear_layers
+
+FLOAT_BITS = (16, 32)
+INT_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    bits: int = 32                   # 32/16 float, 2 … 8 integer codes
+    group_size: int = 128            # g; −1 per output row, 0 per matrix (ignored for float)
+    sym: bool = False                # symmetric grid: no zero points stored
+    sparsity: float = 0.0            # s, fraction of zeros in the block linear weights
+    embedding_bits: int | None = None    # token/position embeddings (and a tied LM head)
+
+    def validate(self) -> None:
+        for field, bits in (("weight bits", self.bits), ("embedding bits", self.emb_bits)):
+            if bits not in FLOAT_BITS + INT_BITS:
+                raise ConfigError(f"{field} must be one of {INT_BITS} (integer codes) or "
+                                  f"{FLOAT_BITS} (float), found {bits!r}")
+        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
+            raise ConfigError(f"sparsity must be in [0, 1), found {self.sparsity!r}")
+        if not isinstance(self.group_size, int) or self.group_size < -1:
+            raise ConfigError(f"group_size must be a positive integer, -1 (per output row) "
+                              f"or 0 (per matrix), found {self.group_size!r}")
+
+    @property
+    def emb_bits(self) -> int:
+        return self.bits if self.embedding_bits is None else self.embedding_bits
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel of a step: its work and the bytes it moves (no device yet)."""
+    layer: str           # "embed", "block 3", "head"
+    name: str            # "q", "attn_scores", "softmax", "norm_1", ...
+    kind: str            # "linear" | "attention" | "elementwise" | "lookup"
+    macs: float = 0.0    # multiply-accumulates (dense count: zeros are multiplied too)
+    elements: float = 0.0        # values produced by an elementwise op
+    element_kind: str = ""       # "add" | "norm" | "activation" | "softmax" | "rope"
+    n_weights: float = 0.0       # dense weight count read by a linear op
+    weight_bytes: float = 0.0    # stored bytes of those weights (or of looked-up rows)
+    weight_bits: int = 32        # bits of the weight codes (decides engine vs cluster)
+    bitmap_sparse: bool = False  # weights stored as kept values + mask
+    act_bytes: float = 0.0       # activation bytes read + written
+    kv_bytes: float = 0.0        # KV-cache bytes read + written
+    tokens: int = 1              # n rows of x
+    d_in: int = 0                # linear: input features
+    d_out: int = 0               # linear: output features
+
+
+def matrix_bytes(d_out: int, d_in: int, bits: int, group_size: int = 128, sym: bool = False,
+                 sparsity: float = 0.0) -> tuple[float, bool]:
+    """(stored bytes of one (out, in) matrix, whether the sparse bitmap format is used)."""
+    N = d_out * d_in
+    if bits in FLOAT_BITS:
+        dense_bits = N * bits
+        grid_bytes = 0.0
+    else:
+        dense_bits = d_out * math.ceil(d_in * bits / 8) * 8
+        if group_size == 0:
+            groups = 1
+        elif group_size == -1:
+            groups = d_out
+        else:
+            groups = d_out * math.ceil(d_in / group_size)
+        grid_bytes = groups * (2 + (0 if sym else 1))
+    sparse_bits = (1.0 - sparsity) * N * bits + N
+    use_bitmap = sparsity > 0 and sparse_bits < dense_bits
+    return (sparse_bits if use_bitmap else dense_bits) / 8 + grid_bytes, use_bitmap
+
+
+def parameter_count(config: Config) -> int:
+    """Every parameter in a checkpoint of this config (tied weights counted once)."""
+    return sum(math.prod(shape) for shape in expected_shapes(config).values())
+
+
+def stored_weight_bytes(config: Config, fmt: WeightFormat) -> dict:
+    """Bytes of the stored model, by part: {'blocks', 'embeddings', 'lm_head', 'norms_biases'}."""
+    fmt.validate()
+    C, V = config.d_model, config.vocab_size
+    blocks = sum(matrix_bytes(lin.d_out, lin.d_in, fmt.bits, fmt.group_size, fmt.sym,
+                              fmt.sparsity)[0] for lin in linear_layers(config))
+    embeddings = matrix_bytes(V, C, fmt.emb_bits, fmt.group_size, fmt.sym)[0]
+    if config.family == "gpt2":
+        embeddings += matrix_bytes(config.max_position, C, fmt.emb_bits, fmt.group_size,
+                                   fmt.sym)[0]
+    lm_head = 0.0 if config.tied else matrix_bytes(V, C, fmt.bits, fmt.group_size, fmt.sym)[0]
+    matrix_params = sum(lin.d_in * lin.d_out for lin in linear_layers(config, include_lm_head=True))
+    matrix_params += V * C if not config.tied else 0          # the untied input embedding
+    matrix_params += config.max_position * C if config.family == "gpt2" else 0
+    small = parameter_count(config) - matrix_params              # norms and biases, float32
+    return {"blocks": blocks, "embeddings": embeddings, "lm_head": lm_head,
+            "norms_biases": 4.0 * small}
+
+
+def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float) -> list[Op]:
+    """Every kernel of one step that appends n tokens to a cache holding p (see module doc)."""
+    fmt.validate()
+    if n < 1 or p < 0:
+        raise ConfigError(f"a step needs n >= 1 new tokens and p >= 0 cached, found n={n}, p={p}")
+    C, F, V = config.d_model, config.d_ff, config.vocab_size
+    H, K, D = config.n_head, config.n_kv_head, config.head_dim
+    a = act_bytes
+    P = n * p + n * (n + 1) / 2                      # (query, key) pairs of the step
+    gpt2 = config.family == "gpt2"
+
+    def linear(layer, name, d_in, d_out, bits, sparsity, bias, tokens=n):
+        wb, bitmap = matrix_bytes(d_out, d_in, bits, fmt.group_size, fmt.sym, sparsity)
+        return Op(layer, name, "linear", macs=tokens * d_in * d_out, n_weights=d_in * d_out,
+                  weight_bytes=wb + (4.0 * d_out if bias else 0.0), weight_bits=bits,
+                  bitmap_sparse=bitmap, act_bytes=tokens * (d_in + d_out) * a, tokens=tokens,
+                  d_in=d_in, d_out=d_out)
+
+    def elementwise(layer, name, kind, count, reads=1, params=0):
+        return Op(layer, name, "elementwise", elements=count, element_kind=kind,
+                  weight_bytes=4.0 * params, act_bytes=(reads + 1) * count * a, tokens=n)
+
+    emb_bytes = matrix_bytes(V, C, fmt.emb_bits, fmt.group_size, fmt.sym)[0] / V  # one row
+    ops = [Op("embed", "token_lookup", "lookup", weight_bytes=n * emb_bytes,
+              act_bytes=n * C * a, tokens=n)]
+    if gpt2:
+        ops.append(Op("embed", "position_lookup", "lookup", weight_bytes=n * emb_bytes,
+                      act_bytes=n * C * a, tokens=n))
+        ops.append(elementwise("embed", "add_positions", "add", n * C, reads=2))
+
+    norm_params = 2 * C if gpt2 else C
+    for lin_layer in range(config.n_layer):
+        layer = f"block {lin_layer}"
+        lins = {lin.role: lin for lin in linear_layers(config) if lin.layer == lin_layer}
+
+        def block_linear(role):
+            lin = lins[role]
+            return linear(layer, role, lin.d_in, lin.d_out, fmt.bits, fmt.sparsity,
+                          lin.bias is not None)
+
+        ops.append(elementwise(layer, "norm_1", "norm", n * C, params=norm_params))
+        if gpt2:
+            ops.append(block_linear("qkv"))
+        else:
+            ops += [block_linear("q"), block_linear("k"), block_linear("v"),
+                    elementwise(layer, "rope", "rope", n * (H + K) * D)]
+        kv_read = K * D * (p + n) * a
+        ops.append(Op(layer, "attn_scores", "attention", macs=H * D * P,
+                      act_bytes=(n * H * D + H * P) * a, kv_bytes=kv_read + n * K * D * a,
+                      tokens=n))
+        ops.append(elementwise(layer, "softmax", "softmax", H * P))
+        ops.append(Op(layer, "attn_values", "attention", macs=H * D * P,
+                      act_bytes=(H * P + n * H * D) * a, kv_bytes=kv_read + n * K * D * a,
+                      tokens=n))
+        ops.append(block_linear("o"))
+        ops.append(elementwise(layer, "residual_1", "add", n * C, reads=2))
+        ops.append(elementwise(layer, "norm_2", "norm", n * C, params=norm_params))
+        if gpt2:
+            ops += [block_linear("fc"), elementwise(layer, "gelu", "activation", n * F),
+                    block_linear("proj")]
+        else:
+            ops += [block_linear("gate"), block_linear("up"),
+                    elementwise(layer, "silu_mul", "activation", n * F, reads=2),
+                    block_linear("down")]
+        ops.append(elementwise(layer, "residual_2", "add", n * C, reads=2))
+
+    ops.append(Op("head", "norm_f", "elementwise", elements=C, element_kind="norm",
+                  weight_bytes=4.0 * norm_params, act_bytes=2 * C * a, tokens=1))
+    head_bits = fmt.emb_bits if config.tied else fmt.bits
+    ops.append(linear("head", "lm_head", C, V, head_bits, 0.0, False, tokens=1))
+    return ops
+
+
+def kv_cache_bytes(config: Config, tokens: int, act_bytes: float) -> float:
+    """Keys and values of every layer for `tokens` positions: 2 · L · K · D · tokens · a."""
+    return 2.0 * config.n_layer * config.n_kv_head * config.head_dim * tokens * act_bytes
+
+
+def peak_activation_bytes(config: Config, n: int, p: int, act_bytes: float) -> float:
+    """Largest set of live activations in a step: the residual x, the widest hidden
+    (q/k/v or the MLP's F, twice for gate and up) and one layer's attention scores."""
+    C, F, H, K, D = config.d_model, config.d_ff, config.n_head, config.n_kv_head, config.head_dim
+    scores = config.n_head * (n * p + n * (n + 1) / 2)
+    widest = max((H + 2 * K) * D, 2 * F, config.vocab_size / n)
+    return act_bytes * (2 * n * C + n * widest + scores)

@@ -1,0 +1,1 @@
+"""Adapting models: full fine-tuning, LoRA, special tool tokens, knowledge distillation."""

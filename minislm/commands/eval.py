@@ -1,0 +1,94 @@
+"""`minislm eval`: one metric of one model, printed as a line or as JSON, logged to runs.jsonl."""
+from __future__ import annotations
+
+import json
+import time
+
+NAME = "eval"
+HELP = "evaluate a model: perplexity, QA, tool-call or multiple-choice accuracy"
+TASKS = ("ppl", "qa", "toolcall", "mc")
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="HF checkpoint folder")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--data", help="ppl: a UTF-8 text file (default: the corpus test split); "
+                   "qa: TriviaQA-shaped JSONL (default: the project's QA set); toolcall: "
+                   "JSONL of prompt/response (default: the generator's test split); mc: "
+                   "HellaSwag/Winogrande JSONL or HellaSwag .txt[.bz2] (required)")
+    p.add_argument("--seqlen", type=int, help="ppl window T (default min(512, max_position))")
+    p.add_argument("--stride", type=int, help="ppl stride S (default T: no overlap)")
+    p.add_argument("--limit", type=int, help="tokens for ppl, items for the other tasks")
+    p.add_argument("--mode", choices=("closed", "open", "both"), default="both",
+                   help="qa: closed-book, open-book or both (default)")
+    p.add_argument("--template", choices=("thesis", "chat"),
+                   help="qa prompt form (default: chat for the project's set, thesis for files)")
+    p.add_argument("--max-new-tokens", type=int, help="qa/toolcall answer length (32 / 64)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
+    p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
+
+
+def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode="both",
+             template=None, max_new_tokens=None, progress=True) -> dict:
+    """The metrics of one task (shared by `minislm eval` and the pipeline)."""
+    from ..errors import ConfigError
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number, found {limit}")
+    if task == "ppl":
+        from ..data.corpus import load_text_corpus
+        from ..evaluate.perplexity import default_text, perplexity
+        text = load_text_corpus(data) if data else default_text()
+        return perplexity(model, text, seqlen, stride, limit, progress=progress).as_dict()
+    if task == "qa":
+        from ..evaluate.qa import evaluate_qa, load_qa_jsonl, project_qa_set
+        items = load_qa_jsonl(data, limit) if data else list(project_qa_set())[:limit]
+        modes = ("closed", "open") if mode == "both" else (mode,)
+        return evaluate_qa(model, items, modes, template or ("thesis" if data else "chat"),
+                           max_new_tokens or 32, progress=progress)
+    if task == "toolcall":
+        from ..evaluate.toolcall import evaluate_toolcall, heldout_examples, load_toolcall_jsonl
+        examples = load_toolcall_jsonl(data, limit) if data else heldout_examples(limit)
+        return evaluate_toolcall(model, examples, max_new_tokens or 64, progress=progress)
+    if task == "mc":
+        from ..evaluate.choice import evaluate_choice, load_choice_file
+        if not data:
+            raise ConfigError("--task mc needs --data (HellaSwag/Winogrande JSONL or the "
+                              "HellaSwag six-line text file)")
+        return evaluate_choice(model, load_choice_file(data, limit), progress=progress)
+    raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def run(args) -> int:
+    from .. import load
+    from ..evaluate.facts import count_params, bytes_on_disk
+    from ..evaluate.runlog import append_run
+    start = time.perf_counter()
+    model = load(args.model)
+    metrics = evaluate(model, args.task, args.data, args.seqlen, args.stride, args.limit,
+                       args.mode, args.template, args.max_new_tokens, progress=not args.json)
+    metrics.update(count_params(model), bytes=bytes_on_disk(args.model))
+    wall = time.perf_counter() - start
+    result = {"task": args.task, "model": str(args.model), **metrics, "wall_s": round(wall, 3)}
+    if not args.no_log:
+        config = {k: getattr(args, k) for k in ("model", "task", "data", "seqlen", "stride",
+                                                  "limit", "mode", "template", "max_new_tokens")}
+        append_run("eval", config, metrics, wall, args.runs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(summary_line(result))
+    return 0
+
+
+def summary_line(r: dict) -> str:
+    head = {"ppl": f"perplexity {r.get('perplexity', float('nan')):.3f} over {r.get('tokens')} "
+                   f"tokens (T={r.get('seqlen')}, S={r.get('stride')})",
+            "qa": "QA accuracy " + ", ".join(f"{m}-book {r[f'accuracy_{m}']:.3f}"
+                                             for m in ("closed", "open") if f"accuracy_{m}" in r),
+            "toolcall": f"tool-call accuracy {r.get('accuracy', 0):.3f} (tool "
+                        f"{r.get('tool_accuracy', 0):.3f}, syntax {r.get('syntax_accuracy', 0):.3f},"
+                        f" parameters {r.get('parameter_accuracy') or 0:.3f})",
+            "mc": f"multiple-choice accuracy {r.get('accuracy', 0):.3f} (norm "
+                  f"{r.get('accuracy_norm', 0):.3f}, chance {r.get('chance', 0):.3f})"}[r["task"]]
+    return f"{head}; {r['params']:,} params, {r['bytes']:,} bytes on disk, {r['wall_s']:.1f} s"

@@ -1,0 +1,167 @@
+"""Multiple choice by log-likelihood (HellaSwag, Winogrande; voice-assistant thesis Table 6.2).
+
+Each choice i is a (context cᵢ, continuation yᵢ) pair; its score is the
+log-likelihood of the continuation tokens given the context
+
+    ℓᵢ = Σ_t log p(yᵢ,t | cᵢ, yᵢ,<t)
+
+and the prediction is argmaxᵢ ℓᵢ (`accuracy`). `accuracy_norm` uses
+ℓᵢ / bytes(yᵢ), which stops long endings from being penalised for their
+length (lm-evaluation-harness' acc / acc_norm).
+
+Shapes of data accepted (`load_choice_file`):
+  * HellaSwag JSONL (`ctx` or `ctx_a` + `ctx_b`, `activity_label`, `endings`,
+    `label`): context "activity_label: ctx", continuations " " + ending;
+  * HellaSwag text, optionally .bz2 (``shared/data/hellaswag``): six lines per
+    task — "activity_label: context", the gold index 0–3, then the four endings;
+  * Winogrande JSONL (`sentence` with one "_", `option1`, `option2`, `answer`
+    "1"/"2"): "partial" scoring — context = the sentence up to "_" with the
+    option filled in, continuation = the rest of the sentence (same for both
+    options), so only how well each option fits the rest is compared;
+  * generic JSONL: `context`, `choices`, `label` (index).
+"""
+from __future__ import annotations
+
+import bz2
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..model.forward import forward
+from ..tokenizer import encode
+from .perplexity import token_nll
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    contexts: tuple[str, ...]          # one context per choice
+    continuations: tuple[str, ...]     # one continuation per choice
+    gold: int
+
+
+def _hellaswag_clean(text: str) -> str:
+    """lm-evaluation-harness' HellaSwag preprocessing: WikiHow markers out, spaces collapsed."""
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def _gold(value, n_choices: int, where: str, one_based: bool = False) -> int:
+    try:
+        g = int(value) - (1 if one_based else 0)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: gold label {value!r} is not an integer") from None
+    if not 0 <= g < n_choices:
+        raise InputError(f"{where}: gold label {value!r} out of range for {n_choices} choices")
+    return g
+
+
+def item_from_row(row: dict, where: str) -> ChoiceItem:
+    """One JSONL row of any supported shape as a ChoiceItem."""
+    if "sentence" in row and "option1" in row:                        # Winogrande
+        sentence = row["sentence"]
+        if sentence.count("_") != 1:
+            raise InputError(f"{where}: a Winogrande sentence needs exactly one '_' blank")
+        i = sentence.index("_")
+        rest = " " + sentence[i + 1:].strip()
+        options = (row["option1"], row["option2"])
+        return ChoiceItem(tuple(sentence[:i] + o for o in options), (rest, rest),
+                          _gold(row.get("answer"), 2, where, one_based=True))
+    if "endings" in row:                                              # HellaSwag
+        ctx = row.get("ctx") or (row.get("ctx_a", "") + " " + row.get("ctx_b", "").capitalize())
+        if row.get("activity_label"):
+            ctx = f"{row['activity_label']}: {ctx}"
+        endings = tuple(" " + _hellaswag_clean(e) for e in row["endings"])
+        return ChoiceItem((_hellaswag_clean(ctx),) * len(endings), endings,
+                          _gold(row.get("label"), len(endings), where))
+    if "context" in row and "choices" in row:
+        choices = tuple(str(c) for c in row["choices"])
+        return ChoiceItem((row["context"],) * len(choices), choices,
+                          _gold(row.get("label", row.get("answer")), len(choices), where))
+    raise InputError(f"{where}: unrecognised multiple-choice row; expected HellaSwag "
+                     "(ctx, endings, label), Winogrande (sentence, option1, option2, answer) "
+                     "or (context, choices, label)")
+
+
+def _read_lines(path: Path) -> list[str]:
+    opener = bz2.open if path.suffix == ".bz2" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot be read as UTF-8 text ({e})") from None
+
+
+def load_choice_file(path, limit: int | None = None) -> list[ChoiceItem]:
+    """Items from a JSONL file or a HellaSwag six-line text file (.txt or .txt.bz2)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such multiple-choice file")
+    lines = _read_lines(path)
+    first = next((ln for ln in lines if ln.strip()), "")
+    items = []
+    if first.lstrip().startswith("{"):
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            items.append(item_from_row(row, f"{path}:{lineno}"))
+            if limit is not None and len(items) >= limit:
+                break
+    else:
+        if len(lines) % 6:
+            raise InputError(f"{path}: HellaSwag text format has 6 lines per task, found "
+                             f"{len(lines)} lines (not a multiple of 6)")
+        for k in range(0, len(lines), 6):
+            ctx, gold, endings = lines[k], lines[k + 1], lines[k + 2:k + 6]
+            items.append(ChoiceItem((ctx,) * 4, tuple(" " + e for e in endings),
+                                    _gold(gold, 4, f"{path}:{k + 2}")))
+            if limit is not None and len(items) >= limit:
+                break
+    if not items:
+        raise InputError(f"{path}: contains no items")
+    return items
+
+
+def continuation_logprob(model, context: str, continuation: str) -> tuple[float, int]:
+    """(Σ log p(continuation tokens | context), tokens read): one forward over both."""
+    ctx_ids = encode(model.tokenizer, context)
+    whole = encode(model.tokenizer, context + continuation)
+    if whole[:len(ctx_ids)] == ctx_ids and len(whole) > len(ctx_ids):
+        cont_ids = whole[len(ctx_ids):]
+    else:                                  # the merge crossed the boundary: encode apart
+        cont_ids = encode(model.tokenizer, continuation)
+    if not cont_ids:
+        raise InputError(f"empty continuation after tokenization: {continuation!r}")
+    ids = (ctx_ids + cont_ids)[-model.config.max_position - 1:]   # keep the end if too long
+    ids = np.array(ids, dtype=np.int64)
+    logits = forward(model, ids[None, :-1])                           # [1, T-1, V]
+    nll = token_nll(logits, ids[None, 1:])[0]                         # [T-1]
+    return -float(nll[-len(cont_ids):].sum(dtype=np.float64)), len(ids)
+
+
+def evaluate_choice(model, items, progress: bool = True) -> dict:
+    """accuracy (argmax Σ log p) and accuracy_norm (per byte) over the items."""
+    items = list(items)
+    if not items:
+        raise InputError("evaluate_choice: no items to evaluate")
+    correct = correct_norm = tokens = 0
+    for it in tqdm(items, desc="choice", leave=False, disable=not progress):
+        scored = [continuation_logprob(model, c, y) for c, y in zip(it.contexts, it.continuations)]
+        ll = np.array([s for s, _ in scored])
+        tokens += sum(n for _, n in scored)
+        n_bytes = np.array([max(len(y.encode("utf-8")), 1) for y in it.continuations])
+        correct += int(np.argmax(ll) == it.gold)
+        correct_norm += int(np.argmax(ll / n_bytes) == it.gold)
+    n = len(items)
+    return {"accuracy": correct / n, "accuracy_norm": correct_norm / n, "items": n,
+            "tokens": tokens,
+            "chance": float(np.mean([1.0 / len(it.continuations) for it in items]))}

@@ -1,0 +1,25 @@
+"""minislm export-gguf: write a GGUF file (with tokenizer metadata) that llama.cpp runs."""
+from __future__ import annotations
+
+NAME = "export-gguf"
+HELP = "export a GPT-2 or LLaMA checkpoint to GGUF (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1)"
+
+
+def add_arguments(p):
+    from minislm.quant.gguf_export import EXPORT_TYPES
+    p.add_argument("--model", required=True, help="HF checkpoint folder")
+    p.add_argument("--type", choices=EXPORT_TYPES, default="f16", help="tensor type (default f16)")
+    p.add_argument("--out", required=True, help="output .gguf file")
+    p.add_argument("--name", default=None, help="general.name (default: the folder name)")
+
+
+def run(args) -> int:
+    import minislm
+    from minislm.quant.gguf_export import export_gguf
+    model = minislm.load(args.model)
+    if model.tokenizer is None:
+        print("note: the checkpoint has no tokenizer; the GGUF file holds no vocabulary "
+              "(llama.cpp can evaluate token ids but not text)")
+    path, size = export_gguf(model, args.out, args.type, args.name)
+    print(f"wrote {path} ({size:,} bytes, {args.type})")
+    return 0

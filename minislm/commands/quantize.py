@@ -1,0 +1,69 @@
+"""minislm quantize: write a packed quantized checkpoint (RTN, GPTQ or AWQ, optional EoRA)."""
+from __future__ import annotations
+
+NAME = "quantize"
+HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gptq | awq)"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="HF checkpoint folder (float)")
+    p.add_argument("--method", choices=("rtn", "gptq", "awq"), default="gptq")
+    p.add_argument("--bits", type=int, default=4, help="2 … 8 (default 4)")
+    p.add_argument("--group-size", type=int, default=128,
+                   help="input columns per scale; -1 = per output channel, 0 = per tensor")
+    p.add_argument("--sym", action="store_true", help="symmetric grid (no zero points stored)")
+    p.add_argument("--act-order", action="store_true",
+                   help="GPTQ: quantize columns by descending Hessian diagonal (static groups)")
+    p.add_argument("--damp", type=float, default=0.01,
+                   help="GPTQ damping as a fraction of mean diag(H) (default 0.01)")
+    p.add_argument("--eora-rank", type=int, default=0, help="EoRA compensation rank (0 = off)")
+    p.add_argument("--calib", default=None,
+                   help="UTF-8 text file for calibration (default: minislm's built-in corpus)")
+    p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _calibration_text(path) -> str:
+    from pathlib import Path
+
+    from minislm.errors import ConfigError, InputError
+    if path is not None:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"--calib {path}: file not found") from None
+        except (UnicodeDecodeError, OSError) as e:
+            raise InputError(f"--calib {path}: cannot read as UTF-8 text ({e})") from None
+    try:
+        from minislm.data.corpus import corpus_text
+    except ImportError:
+        raise ConfigError("no built-in calibration corpus available; pass --calib FILE") from None
+    return corpus_text("train")
+
+
+def run(args) -> int:
+    import minislm
+    from minislm.errors import ConfigError
+    from minislm.quant.model_quant import calibration_windows, model_nbytes, quantize_model
+    from minislm.quant.rtn import check_scheme
+    check_scheme(args.bits, args.group_size)
+    if args.eora_rank < 0 or args.damp < 0:
+        raise ConfigError("--eora-rank and --damp must be non-negative")
+    model = minislm.load(args.model)
+    calib = None
+    if args.method != "rtn" or args.eora_rank > 0:
+        calib = calibration_windows(model, _calibration_text(args.calib), args.n_samples,
+                                    args.seq_len, args.seed)
+    qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
+                                    args.act_order, args.damp, args.eora_rank, calib)
+    out = minislm.save(qmodel, args.out)
+    for e in report:
+        if "error" in e:
+            extra = f"  (RTN {e['error_rtn']:.4g})" if "error_rtn" in e else ""
+            print(f"{e['name']:<48} ‖WX−ŴX‖²/n = {e['error']:.4g}{extra}")
+    before, after = model_nbytes(model), model_nbytes(qmodel)
+    print(f"parameters in memory: {before:,} bytes -> {after:,} bytes ({before / after:.2f}x)")
+    print(f"wrote {out}")
+    return 0

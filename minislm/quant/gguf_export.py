@@ -1,0 +1,213 @@
+"""Export a model to a GGUF file llama.cpp runs: tensor names, layouts, metadata, tokenizer.
+
+Name mapping (llama.cpp's `gguf` tensor table; `N` = block index):
+
+    GPT-2 (arch "gpt2")                    LLaMA (arch "llama")
+    wte            -> token_embd            embed_tokens        -> token_embd
+    wpe            -> position_embd         norm                -> output_norm
+    ln_f           -> output_norm           lm_head (or E)      -> output
+    (tied)         -> output (copy of wte)  input_layernorm     -> blk.N.attn_norm
+    ln_1           -> blk.N.attn_norm       q_proj / k_proj / v_proj -> blk.N.attn_q / _k / _v
+    attn.c_attn    -> blk.N.attn_qkv        o_proj              -> blk.N.attn_output
+    attn.c_proj    -> blk.N.attn_output     post_attention_layernorm -> blk.N.ffn_norm
+    ln_2           -> blk.N.ffn_norm        gate_proj / up_proj / down_proj
+    mlp.c_fc       -> blk.N.ffn_up                               -> blk.N.ffn_gate / _up / _down
+    mlp.c_proj     -> blk.N.ffn_down        (llama3 rope scaling) -> rope_freqs
+
+Layout traps:
+  * GGUF matrices are (out, in) rows: GPT-2's Conv1D (in, out) weights are transposed.
+  * llama.cpp's LLaMA rotates *adjacent* pairs (the original Meta layout); HF rows
+    are ordered for split halves, so q/k rows (and biases) are permuted back per
+    head: rows [h, 2, D/2] -> [h, D/2, 2] (`unpermute_rope_rows`), as
+    llama.cpp's converter does.
+  * llama3 rope scaling is a per-frequency divisor tensor `rope_freqs`
+    (1 for high frequencies, `factor` for low ones, blended in between).
+
+Tensor types: 2-D weights take the requested type when their rows are a multiple
+of 32 (else F16); 1-D tensors (norms, biases, rope_freqs) stay F32.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from ..model import families
+from .gguf_blocks import TYPES as BLOCK_TYPES
+from .gguf_blocks import quantize_blocks
+from .gguf_file import write_gguf
+
+EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
+
+
+def unpermute_rope_rows(W: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF split-halves row order -> adjacent-pairs order, per head (rows [h, 2, D/2] -> [h, D/2, 2])."""
+    shape = W.shape
+    return W.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def llama3_rope_factors(config) -> np.ndarray:
+    """Divisors of each RoPE frequency under llama3 scaling (llama.cpp's `rope_freqs`)."""
+    s = config.rope_scaling
+    D = config.head_dim
+    freqs = 1.0 / (config.rope_theta ** (np.arange(0, D, 2, dtype=np.float32) / D))
+    factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_ctx = s["original_max_position_embeddings"]
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < old_ctx / high:
+            out.append(1.0)
+        elif wavelen > old_ctx / low:
+            out.append(float(factor))
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _float(value) -> np.ndarray:
+    """A parameter as float32 (quantized tensors are dequantized in their checkpoint layout)."""
+    return np.asarray(value if isinstance(value, np.ndarray) else value.dequantize(), np.float32)
+
+
+def _tensor_names(model):
+    """(gguf name, checkpoint name, transform) for every tensor of the model."""
+    cfg, p = model.config, model.prefix
+    T = lambda W: W.T                                           # noqa: E731  Conv1D -> (out, in)
+    rows = []
+    if cfg.family == "gpt2":
+        rows += [("token_embd.weight", f"{p}wte.weight", None),
+                 ("position_embd.weight", f"{p}wpe.weight", None),
+                 ("output_norm.weight", f"{p}ln_f.weight", None),
+                 ("output_norm.bias", f"{p}ln_f.bias", None),
+                 ("output.weight", f"{p}wte.weight", None)]
+        for i in range(cfg.n_layer):
+            b = families.block_prefix(cfg, p, i)
+            for src, dst, tr in (("ln_1", "attn_norm", None), ("attn.c_attn", "attn_qkv", T),
+                                 ("attn.c_proj", "attn_output", T), ("ln_2", "ffn_norm", None),
+                                 ("mlp.c_fc", "ffn_up", T), ("mlp.c_proj", "ffn_down", T)):
+                rows.append((f"blk.{i}.{dst}.weight", f"{b}{src}.weight", tr))
+                rows.append((f"blk.{i}.{dst}.bias", f"{b}{src}.bias", None))
+        return rows
+    H, K = cfg.n_head, cfg.n_kv_head
+    rows += [("token_embd.weight", "model.embed_tokens.weight", None),
+             ("output_norm.weight", "model.norm.weight", None)]
+    if not cfg.tied:
+        rows.append(("output.weight", "lm_head.weight", None))
+    for i in range(cfg.n_layer):
+        b = families.block_prefix(cfg, p, i)
+        rope_q = lambda W: unpermute_rope_rows(W, H)            # noqa: E731
+        rope_k = lambda W: unpermute_rope_rows(W, K)            # noqa: E731
+        for src, dst, tr in (("input_layernorm", "attn_norm", None),
+                             ("self_attn.q_proj", "attn_q", rope_q),
+                             ("self_attn.k_proj", "attn_k", rope_k),
+                             ("self_attn.v_proj", "attn_v", None),
+                             ("self_attn.o_proj", "attn_output", None),
+                             ("post_attention_layernorm", "ffn_norm", None),
+                             ("mlp.gate_proj", "ffn_gate", None), ("mlp.up_proj", "ffn_up", None),
+                             ("mlp.down_proj", "ffn_down", None)):
+            rows.append((f"blk.{i}.{dst}.weight", f"{b}{src}.weight", tr))
+            rows.append((f"blk.{i}.{dst}.bias", f"{b}{src}.bias", tr))
+    return rows
+
+
+def _tokenizer_metadata(model) -> dict:
+    """tokenizer.ggml.* keys for a byte-level BPE tokenizer (GPT-2 and LLaMA-3 style)."""
+    tok, cfg = model.tokenizer, model.config
+    if tok is None:
+        return {"tokenizer.ggml.model": "no_vocab"}       # token ids only
+    spec = json.loads(tok.to_str())
+    bpe = spec.get("model", {})
+    if bpe.get("type") != "BPE":
+        raise InputError(f"GGUF export supports byte-level BPE tokenizers, found model type "
+                         f"{bpe.get('type')!r}")
+    vocab = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+    added = {a["id"]: a for a in spec.get("added_tokens", [])}
+    tokens, types = [], []
+    for i in range(cfg.vocab_size):
+        if i not in vocab:
+            tokens.append(f"[PAD{i}]")
+            types.append(TOKEN_UNUSED)
+        else:
+            tokens.append(vocab[i])
+            types.append(TOKEN_NORMAL if i not in added else
+                         TOKEN_CONTROL if added[i].get("special") else TOKEN_USER_DEFINED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in bpe.get("merges", [])]
+    pre_spec = json.dumps(spec.get("pre_tokenizer") or {})
+    pre = "llama-bpe" if "p{N}{1,3}" in pre_spec else "gpt-2"   # LLaMA-3 digit split
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": merges}
+    if cfg.bos_token_id is not None and 0 <= cfg.bos_token_id < cfg.vocab_size:
+        meta["tokenizer.ggml.bos_token_id"] = int(cfg.bos_token_id)
+        ids = tok.encode("a").ids
+        meta["tokenizer.ggml.add_bos_token"] = bool(ids) and ids[0] == cfg.bos_token_id
+    if cfg.eos_ids and 0 <= cfg.eos_ids[0] < cfg.vocab_size:
+        meta["tokenizer.ggml.eos_token_id"] = int(cfg.eos_ids[0])
+    return meta
+
+
+def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export"):
+    """(metadata, tensors) of the GGUF file for `model` stored as `qtype`."""
+    qtype = qtype.lower()
+    if qtype not in EXPORT_TYPES:
+        raise InputError(f"--type must be one of {EXPORT_TYPES}, found {qtype!r}")
+    cfg = model.config
+    arch = cfg.family
+    meta = {"general.architecture": arch, "general.name": name,
+            "general.file_type": FILE_TYPE[qtype],
+            f"{arch}.context_length": cfg.max_position,
+            f"{arch}.embedding_length": cfg.d_model,
+            f"{arch}.feed_forward_length": cfg.d_ff,
+            f"{arch}.block_count": cfg.n_layer,
+            f"{arch}.attention.head_count": cfg.n_head,
+            f"{arch}.vocab_size": cfg.vocab_size}
+    if arch == "gpt2":
+        meta["gpt2.attention.layer_norm_epsilon"] = float(cfg.norm_eps)
+    else:
+        meta.update({"llama.attention.head_count_kv": cfg.n_kv_head,
+                     "llama.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+                     "llama.rope.freq_base": float(cfg.rope_theta),
+                     "llama.rope.dimension_count": cfg.head_dim,
+                     "llama.attention.key_length": cfg.head_dim,
+                     "llama.attention.value_length": cfg.head_dim})
+        kind = (cfg.rope_scaling or {}).get("rope_type")
+        if kind == "linear":
+            meta["llama.rope.scaling.type"] = "linear"
+            meta["llama.rope.scaling.factor"] = float(cfg.rope_scaling["factor"])
+    meta.update(_tokenizer_metadata(model))
+
+    tensors = []
+    for gguf_name, ckpt_name, transform in _tensor_names(model):
+        if ckpt_name not in model.params:
+            continue                                          # biases the family lacks
+        W = _float(model.params[ckpt_name])
+        if transform is not None:
+            W = np.ascontiguousarray(transform(W))
+        tensors.append(_encode(gguf_name, W, qtype))
+    if arch == "llama" and (cfg.rope_scaling or {}).get("rope_type") == "llama3":
+        tensors.append(_encode("rope_freqs.weight", llama3_rope_factors(cfg), "f32"))
+    return meta, tensors
+
+
+def _encode(name: str, W: np.ndarray, qtype: str):
+    """(name, ne, type, data): 1-D as F32, 2-D in qtype (F16 if rows are not 32-aligned)."""
+    ne = tuple(reversed(W.shape))
+    if W.ndim == 1 or qtype == "f32":
+        return name, ne, "f32", W.astype(np.float32)
+    if qtype == "f16" or W.shape[-1] % 32:
+        return name, ne, "f16", W.astype(np.float16)
+    return name, ne, qtype, quantize_blocks(W, qtype)
+
+
+def export_gguf(model, path, qtype: str = "f32", name: str | None = None):
+    """Write `model` as a GGUF file; returns (path, bytes written)."""
+    meta, tensors = gguf_contents(model, qtype, name or (model.path.name if model.path
+                                                         else "minislm-export"))
+    out = write_gguf(path, meta, tensors)
+    return out, out.stat().st_size

@@ -1,0 +1,77 @@
+"""minislm finetune: full fine-tuning (an HF folder) or LoRA (a PEFT adapter folder)."""
+from __future__ import annotations
+
+import json
+import time
+
+NAME = "finetune"
+HELP = "fine-tune a checkpoint on toolcall / requirements / a file: full, or LoRA adapters"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="HF checkpoint folder")
+    p.add_argument("--data", required=True,
+                   help="'toolcall', 'requirements', a JSONL of prompt/response (or text) rows, "
+                        "or a plain-text file")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 3e-4 full, 1e-3 LoRA)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-len", type=int, default=None,
+                   help="tokens per example (default: the model's max_position)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lora-rank", type=int, default=None,
+                   help="train LoRA adapters of this rank instead of every weight")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA α (default 2·rank)")
+    p.add_argument("--lora-dropout", type=float, default=0.1)
+    p.add_argument("--targets", default=None,
+                   help="comma-separated module names (default q_proj,v_proj for LLaMA, "
+                        "c_attn for GPT-2)")
+    p.add_argument("--merge", action="store_true",
+                   help="with LoRA: write the merged HF folder instead of the adapter")
+    p.add_argument("--add-tool-tokens", action="store_true",
+                   help="add <tool_call> and </tool_call> as single tokens first "
+                        "(resizing the embedding; full fine-tuning only)")
+
+
+def run(args) -> int:
+    import minislm
+    from minislm.adapt import finetune as ft
+    from minislm.adapt import lora
+    from minislm.adapt.special_tokens import add_tokens
+    from minislm.checkpoint import atomic_write_text
+    from minislm.errors import ConfigError
+    if args.lora_rank is None and (args.merge or args.targets):
+        raise ConfigError("--merge and --targets need --lora-rank (LoRA fine-tuning)")
+    if args.lora_rank is not None and args.add_tool_tokens:
+        raise ConfigError("--add-tool-tokens needs the new embedding rows trained: use full "
+                          "fine-tuning (drop --lora-rank)")
+    model = minislm.load(args.model)
+    if args.add_tool_tokens:
+        model = add_tokens(model)
+    max_len = min(args.max_len or model.config.max_position, model.config.max_position)
+    examples = ft.load_examples(model.tokenizer, args.data, max_len, seed=args.seed)
+    if args.lora_rank is not None:
+        targets = args.targets.split(",") if args.targets else None
+        model = lora.add_lora(model, args.lora_rank, args.lora_alpha or 2.0 * args.lora_rank,
+                              args.lora_dropout, targets, seed=args.seed)
+    start = time.time()
+    tuned, losses = ft.finetune(model, examples, args.steps, args.lr, args.batch_size,
+                                args.seed, weight_decay=args.weight_decay)
+    seconds = time.time() - start
+    if args.lora_rank is not None and not args.merge:
+        out = lora.save_adapter(tuned, args.out, base_model_name_or_path=str(model.path))
+        what = f"PEFT adapter ({len(lora.lora_weights(tuned))} layers, r={args.lora_rank})"
+    else:
+        out = minislm.save(lora.merge(tuned), args.out)
+        what = "merged HF checkpoint" if args.lora_rank is not None else "HF checkpoint"
+    log = {"command": "finetune", **{k: v for k, v in vars(args).items() if not k.startswith("_")},
+           "examples": len(examples), "first_loss": losses[0], "last_loss": losses[-1],
+           "losses": losses, "seconds": round(seconds, 1)}
+    atomic_write_text(out / "minislm_finetune.json", json.dumps(log, indent=2) + "\n")
+    print(f"{len(examples)} examples, {args.steps} steps in {seconds:.1f}s: loss "
+          f"{losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f} (mean of last 10)")
+    print(f"wrote {what} to {out}")
+    return 0

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import minislm
 from minislm.errors import CheckpointError
 from minislm.quant import qlinear
-from minislm.quant.model_quant import calibration_windows, model_nbytes, quantize_model
+from minislm.quant.model_quant import model_nbytes, quantize_model
 from minislm.quant.pack import packed_row_bytes
 from minislm.quant.qlinear import QuantizedTensor
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
@@ -133,17 +133,3 @@ def test_load_rejects_inconsistent_quantized_tensors(tiny, tmp_path):
     write_safetensors(folder / "model.safetensors", tensors)
     with pytest.raises(CheckpointError, match="up_proj.scales"):
         minislm.load(folder)
-
-
-def test_calibration_windows_are_deterministic(tiny):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    words = [f"w{i}" for i in range(50)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    model = tiny["gpt2"].replace(tokenizer=tok)
-    text = " ".join(words * 4)
-    a = calibration_windows(model, text, 4, 16, seed=0)
-    assert a.shape == (4, 16) and a.dtype == np.int64
-    np.testing.assert_array_equal(a, calibration_windows(model, text, 4, 16, seed=0))
-    for row in a:                                  # each window is a contiguous run of the text
-        assert np.all(np.diff(row) % 50 == 1)

@@ -18,35 +18,19 @@ def add_arguments(p):
                    help="GPTQ damping as a fraction of mean diag(H) (default 0.01)")
     p.add_argument("--eora-rank", type=int, default=0, help="EoRA compensation rank (0 = off)")
     p.add_argument("--calib", default=None,
-                   help="UTF-8 text file for calibration (default: minislm's built-in corpus)")
+                   help="UTF-8 text file or folder for calibration (default: the built-in corpus)")
     p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per window (default min(512, max_position))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
-
-
-def _calibration_text(path) -> str:
-    from pathlib import Path
-
-    from minislm.errors import ConfigError, InputError
-    if path is not None:
-        try:
-            return Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"--calib {path}: file not found") from None
-        except (UnicodeDecodeError, OSError) as e:
-            raise InputError(f"--calib {path}: cannot read as UTF-8 text ({e})") from None
-    try:
-        from minislm.data.corpus import corpus_text
-    except ImportError:
-        raise ConfigError("no built-in calibration corpus available; pass --calib FILE") from None
-    return corpus_text("train")
 
 
 def run(args) -> int:
     import minislm
     from minislm.errors import ConfigError
-    from minislm.quant.model_quant import calibration_windows, model_nbytes, quantize_model
+    from minislm.calibration import calibration_batches
+    from minislm.quant.model_quant import model_nbytes, quantize_model
     from minislm.quant.rtn import check_scheme
     check_scheme(args.bits, args.group_size)
     if args.eora_rank < 0 or args.damp < 0:
@@ -54,8 +38,7 @@ def run(args) -> int:
     model = minislm.load(args.model)
     calib = None
     if args.method != "rtn" or args.eora_rank > 0:
-        calib = calibration_windows(model, _calibration_text(args.calib), args.n_samples,
-                                    args.seq_len, args.seed)
+        calib = calibration_batches(model, args.calib, args.n_samples, args.seq_len, args.seed)
     qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
                                     args.act_order, args.damp, args.eora_rank, calib)
     out = minislm.save(qmodel, args.out)

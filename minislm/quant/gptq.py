@@ -31,27 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..calibration import inverse_hessian_factor
 from ..errors import InputError, NumericalError
 from .rtn import PER_TENSOR, QuantizedMatrix, check_scheme, dequantize, \
     find_params, group_bounds, output_error, quantize_codes, quantize_rtn
-
-
-def accumulate_hessian(H: np.ndarray | None, n: int, X: np.ndarray) -> tuple[np.ndarray, int]:
-    """Running average H = 2 X Xᵀ / n over batches of inputs X [m, in] (m tokens).
-
-    Returns (H [in, in] float64, n): H_new = H · n/(n+m) + 2 X Xᵀ/(n+m). Each
-    batch product is taken in the inputs' dtype and summed in float64.
-    """
-    X = np.asarray(X)
-    X = X.reshape(-1, X.shape[-1])                                           # [m, in]
-    m = X.shape[0]
-    if H is None:
-        H = np.zeros((X.shape[1], X.shape[1]), dtype=np.float64)
-    if m == 0:
-        return H, n
-    XtX = X.T @ X                    # in the input's precision (float32 GEMM is 2x faster)
-    H = H * (n / (n + m)) + (2.0 / (n + m)) * XtX.astype(np.float64)
-    return H, n + m
 
 
 @dataclass(frozen=True)
@@ -60,29 +43,6 @@ class GPTQResult:
     error_gptq: float              # ‖W X − Ŵ X‖² / n of GPTQ
     error_rtn: float               # the same for plain round-to-nearest on the same grid
     damp: float                    # the damping fraction that made Cholesky succeed
-
-
-def inverse_hessian_factor(H: np.ndarray, damp: float = 0.01, max_tries: int = 6):
-    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean diag H.
-
-    If H + λI is not positive definite (Cholesky fails), damp is multiplied by
-    10 (0 becomes 1 %) and the factorisation retried. Returns (U float64 [in, in], damp used).
-    """
-    mean_diag = float(np.mean(np.diag(H)))
-    for _ in range(max_tries):
-        Hd = H + (damp * mean_diag) * np.eye(H.shape[0])
-        try:
-            L = np.linalg.cholesky(Hd)                       # Hd = L Lᵀ
-            L_inv = np.linalg.inv(L)                         # triangular, well-conditioned now
-            H_inv = L_inv.T @ L_inv                          # Hd⁻¹
-            U = np.linalg.cholesky(H_inv).T                  # Hd⁻¹ = Uᵀ U, U upper
-            if np.all(np.isfinite(U)):
-                return U, damp
-        except np.linalg.LinAlgError:
-            pass
-        tried, damp = damp, (damp * 10.0 if damp > 0 else 0.01)
-    raise NumericalError(f"GPTQ: Cholesky of the damped Hessian failed even with damp = "
-                         f"{tried:g}; the calibration inputs may contain NaN/Inf")
 
 
 def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int = 128,

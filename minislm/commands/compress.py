@@ -1,0 +1,36 @@
+"""`minislm compress`: run the staged compression pipeline and print its report."""
+from __future__ import annotations
+
+import time
+
+NAME = "compress"
+HELP = "compress a model stage by stage (prune, LoRA, quantize, EoRA, export) and report"
+
+
+def add_arguments(p):
+    p.add_argument("--config", help="pipeline TOML (default: the built-in pipeline, "
+                   "see configs/default.toml)")
+    p.add_argument("--model", help="HF checkpoint folder (overrides the config's model; "
+                   "default weights/tiny-gpt2)")
+    p.add_argument("--out", required=True, help="output folder (stages, report.md)")
+    p.add_argument("--resume", action="store_true", help="skip stages already finished in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
+    p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
+
+
+def run(args) -> int:
+    from ..evaluate.runlog import append_run
+    from ..pipeline import DEFAULT_PIPELINE, compress, load_config
+    start = time.perf_counter()
+    raw = load_config(args.config) if args.config else DEFAULT_PIPELINE
+    rows, report = compress(raw, args.out, args.model, args.resume, progress=not args.quiet)
+    wall = time.perf_counter() - start
+    print(report)
+    print(f"report: {args.out}/report.md  ({wall:.1f} s, "
+          f"{sum(r.resumed for r in rows)} of {len(rows)} rows resumed)")
+    if not args.no_log:
+        append_run("compress", {"config": args.config or "default", "model": args.model,
+                                "out": args.out, "resume": args.resume, "pipeline": raw},
+                   {r.label: r.metrics for r in rows}, wall, args.runs)
+    return 0

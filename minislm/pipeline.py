@@ -1,0 +1,615 @@
+"""The staged compression pipeline behind `minislm compress` and `minislm sweep`.
+
+The LLaMA thesis compresses in the order depth → width → LoRA → GPTQ → EoRA;
+the GPT-2 slides fine-tune → trim → prune → quantize. Here every step is a
+*stage*: a small adapter `run(model, options, ctx) -> model` around one
+technique module, listed in `STAGES` with its default options and a `check`
+that predicts the model's shape after the stage. A pipeline is any sequence
+of stages (each optional, repeats allowed), written in TOML:
+
+    model = "weights/tiny-gpt2"
+    [[stage]]
+    name = "depth_prune"      # finetune | depth_prune | width_prune | lora | quantize | eora | export
+    layers = 2
+    [[stage]]
+    name = "quantize"
+    method = "gptq"
+    bits = 4
+    group_size = 32
+
+What happens, in order:
+  1. `plan` validates the whole config against the model's config.json before
+     any work: unknown stage or option, impossible ratio, N ≥ M, a group size
+     or M that does not divide a layer's width, EoRA without a quantize stage
+     before it, … all raise ConfigError naming the stage and the field.
+  2. The input model is evaluated (row "baseline"), then each stage runs, its
+     output is saved under DIR/stages/NN_name/model/ (written to a temporary
+     folder and renamed, so a folder that exists is complete), evaluated, and a
+     done-marker DIR/stages/NN_name/done.json records the options, a key of
+     everything that produced the stage's input, the metrics and the time.
+  3. With `resume`, a stage whose marker carries the same key is not redone:
+     its saved model is loaded and its metrics reused.
+  4. After every stage the report (DIR/report.md, DIR/report.json, optional
+     PNG plots) is rewritten, so an interrupted run still leaves a report.
+
+A stage whose technique module has not been written raises an error that
+says which module is missing; no stage ever reports numbers it did not measure.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+from .config import Config
+from .errors import ConfigError, MinislmError
+from .evaluate.report import options_text, write_report
+from .model import families
+
+DEFAULT_MODEL = "weights/tiny-gpt2"
+DEFAULT_EVAL = {
+    "ppl_tokens": 4096,        # tokens of the corpus test split scored per stage
+    "seqlen": 128,             # perplexity window T (stride = T)
+    "ppl_data": None,          # a text file instead of the corpus test split
+    "toolcall": 24,            # held-out tool-call examples per stage (0: skip)
+    "qa": 0,                   # questions of the project QA set per stage (0: skip)
+    "speed": True,             # prefill/decode tokens/s and peak memory
+    "device": "siracusa",      # cost-model device for the verdict column (None: skip)
+}
+DEFAULT_CALIBRATION = {"samples": 32, "seqlen": 128, "data": None, "seed": 0}
+# `minislm compress` without --config (configs/default.toml holds the same, to copy and edit)
+DEFAULT_PIPELINE = {
+    "model": DEFAULT_MODEL,
+    "stage": [
+        {"name": "width_prune", "method": "wanda", "nm": "2:4"},
+        {"name": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
+        {"name": "eora", "rank": 8},
+        {"name": "export", "formats": ["hf", "gguf"], "gguf_type": "q8_0"},
+    ],
+}
+
+
+class StageUnavailable(MinislmError):
+    """A stage's technique module is not part of this minislm checkout."""
+
+
+def _technique(module: str, stage: str):
+    """Import a technique module, or say clearly which stage needs it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise StageUnavailable(f"stage '{stage}' needs {module}, which is not available in "
+                               f"this minislm ({e}); remove the stage from the config") from None
+
+
+# ============================================================================ checks
+def _need(cond, where, message):
+    if not cond:
+        raise ConfigError(f"{where}: {message}")
+
+
+def _linear_widths(config: Config) -> set[int]:
+    """The input widths d_in of every block linear (what N:M groups and quant groups cut)."""
+    return {lin.d_in for lin in families.linear_layers(config)}
+
+
+def check_finetune(o, cfg, where):
+    _need(isinstance(o["steps"], int) and o["steps"] > 0, where, f"steps must be a positive "
+          f"integer, found {o['steps']!r}")
+    _need(o["lr"] > 0, where, f"lr must be positive, found {o['lr']!r}")
+    _need(o["data"] in ("corpus", "toolcall", "requirements") or Path(o["data"]).exists(), where,
+          f"data must be 'corpus', 'toolcall', 'requirements' or an existing text file, "
+          f"found {o['data']!r}")
+    _need(2 <= o["seq_len"] <= cfg.max_position, where, f"seq_len must lie in [2, "
+          f"{cfg.max_position}], found {o['seq_len']}")
+    return cfg
+
+
+def check_depth_prune(o, cfg, where):
+    k = o["layers"]
+    _need(isinstance(k, int) and 0 < k < cfg.n_layer, where, f"layers (blocks to remove) must "
+          f"be an integer in [1, {cfg.n_layer - 1}] for a {cfg.n_layer}-layer model, found {k!r}")
+    return cfg.replace(n_layer=cfg.n_layer - k)
+
+
+def check_width_prune(o, cfg, where):
+    method = o["method"]
+    _need(method in ("wanda", "magnitude", "sparsegpt", "minitron"), where,
+          f"method must be wanda, magnitude, sparsegpt or minitron, found {method!r}")
+    if method == "minitron":
+        for key in ("mlp", "heads", "embedding"):
+            r = o[key]
+            _need(isinstance(r, (int, float)) and 0 <= r < 1, where,
+                  f"{key} (fraction removed) must lie in [0, 1), found {r!r}")
+        new_ff = cfg.d_ff - int(round(o["mlp"] * cfg.d_ff))
+        new_kv = cfg.n_kv_head - int(round(o["heads"] * cfg.n_kv_head))
+        _need(new_ff >= 1 and new_kv >= 1, where, "the ratios leave no neuron or no head")
+        return cfg.replace(d_ff=new_ff)
+    nm, sparsity = o.get("nm"), o.get("sparsity")
+    _need((nm is None) != (sparsity is None), where, "give exactly one of nm ('2:4') or "
+          "sparsity (0-1)")
+    if sparsity is not None:
+        _need(isinstance(sparsity, (int, float)) and 0 <= sparsity < 1, where,
+              f"sparsity must lie in [0, 1), found {sparsity!r}")
+        return cfg
+    try:
+        n, m = (int(v) for v in str(nm).split(":"))
+    except ValueError:
+        raise ConfigError(f"{where}: nm must look like '2:4', found {nm!r}") from None
+    _need(0 < n < m, where, f"N:M = {n}:{m} needs 0 < N < M (N pruned of every M)")
+    bad = sorted(w for w in _linear_widths(cfg) if w % m)
+    _need(not bad, where, f"M = {m} does not divide the input width {bad} of some linear "
+          "layers (N:M groups need whole groups of M)")
+    return cfg
+
+
+def check_lora(o, cfg, where):
+    _need(isinstance(o["rank"], int) and o["rank"] > 0, where,
+          f"rank must be a positive integer, found {o['rank']!r}")
+    return check_finetune(o, cfg, where)
+
+
+QUANT_SCHEMES = {"int8": (8, -1), "int4": (4, -1)}
+
+
+def parse_scheme(scheme: str) -> tuple[int, int]:
+    """'int8' -> (8, per channel); 'int4-g128' -> (4, 128)."""
+    name, _, group = str(scheme).partition("-g")
+    if name not in QUANT_SCHEMES or (group and not group.isdigit()):
+        raise ConfigError(f"quantization scheme must look like 'int8', 'int4' or 'int4-g128', "
+                          f"found {scheme!r}")
+    bits, g = QUANT_SCHEMES[name]
+    return bits, int(group) if group else g
+
+
+def check_quantize(o, cfg, where):
+    if o.get("scheme"):
+        o["bits"], o["group_size"] = parse_scheme(o["scheme"])
+    _need(o["method"] in ("rtn", "gptq", "awq"), where,
+          f"method must be rtn, gptq or awq, found {o['method']!r}")
+    _need(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
+    g = o["group_size"]
+    _need(isinstance(g, int) and g >= -1, where, f"group_size must be a positive integer or "
+          f"-1 (per output channel), found {g!r}")
+    if g > 0:
+        bad = sorted(w for w in _linear_widths(cfg) if w % g)
+        _need(not bad, where, f"group_size {g} does not divide the input width {bad} of "
+              "some linear layers")
+    return cfg
+
+
+def check_eora(o, cfg, where):
+    _need(isinstance(o["rank"], int) and o["rank"] > 0, where,
+          f"rank must be a positive integer, found {o['rank']!r}")
+    return cfg
+
+
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+
+
+def check_export(o, cfg, where):
+    formats = o["formats"]
+    _need(isinstance(formats, list) and formats and set(formats) <= {"hf", "gguf"}, where,
+          f"formats must be a non-empty list of 'hf' and 'gguf', found {formats!r}")
+    _need(o["gguf_type"] in GGUF_TYPES, where, f"gguf_type must be one of {GGUF_TYPES}, "
+          f"found {o['gguf_type']!r}")
+    return cfg
+
+
+# ============================================================================ stages
+@dataclass
+class Context:
+    """What stages share: the output folder, calibration windows, the float model for EoRA."""
+    out: Path
+    calibration: dict
+    progress: bool = True
+    seed: int = 0
+    before_quantize: object = None       # the float model the last quantize stage started from
+    quantize_options: dict | None = None
+    _calib_ids: object = None
+
+    def calib_ids(self, model):
+        """Calibration windows [n, T] from the corpus train split (or the configured file)."""
+        if self._calib_ids is None:
+            from .calibration import calibration_batches
+            c = self.calibration
+            self._calib_ids = calibration_batches(
+                model, c["data"], n_samples=c["samples"],
+                seqlen=min(c["seqlen"], model.config.max_position), seed=c["seed"])
+        return self._calib_ids
+
+
+def _training_stream(model, data: str):
+    from .train.data import token_stream
+    if data == "corpus":
+        from .data.corpus import default_corpus
+        documents = default_corpus()["train"]
+    elif data in ("toolcall", "requirements"):
+        from .data.tasks import task_texts
+        documents = task_texts(data, "train")
+    else:
+        from .data.corpus import load_text_corpus
+        documents = [load_text_corpus(data)]
+    return token_stream(model.tokenizer, documents)
+
+
+def run_finetune(model, o, ctx):
+    trainer = _technique("minislm.train.trainer", "finetune")
+    options = trainer.TrainOptions(steps=o["steps"], lr=o["lr"], batch_size=o["batch_size"],
+                                   seq_len=o["seq_len"], warmup=min(o["warmup"], o["steps"]),
+                                   min_lr=o["lr"] / 10, seed=ctx.seed, eval_every=0,
+                                   save_every=0)
+    trained, _ = trainer.train(model, _training_stream(model, o["data"]), options,
+                               progress=ctx.progress)
+    return trained
+
+
+def run_depth_prune(model, o, ctx):
+    depth = _technique("minislm.prune.depth", "depth_prune")
+    return depth.depth_prune(model, o["layers"], method=o["method"],
+                             token_batches=ctx.calib_ids(model))
+
+
+def run_width_prune(model, o, ctx):
+    if o["method"] == "minitron":
+        width = _technique("minislm.prune.width", "width_prune")
+        return width.width_prune(model, ctx.calib_ids(model), mlp=o["mlp"], heads=o["heads"],
+                                 embedding=o["embedding"])
+    if o["method"] == "magnitude":
+        magnitude = _technique("minislm.prune.magnitude", "width_prune")
+        if o.get("nm"):
+            raise ConfigError("width_prune: magnitude pruning is unstructured; use method = "
+                              "'wanda' or 'sparsegpt' for N:M")
+        return magnitude.magnitude_prune(model, o["sparsity"])
+    module = _technique(f"minislm.prune.{o['method']}", "width_prune")
+    prune = getattr(module, o["method"])
+    return prune(model, ctx.calib_ids(model), sparsity=o.get("sparsity"), nm=o.get("nm"),
+                 progress=ctx.progress)
+
+
+def run_lora(model, o, ctx):
+    lora = _technique("minislm.adapt.lora", "lora")
+    if not hasattr(lora, "train_lora"):
+        raise StageUnavailable("stage 'lora' needs minislm.adapt.lora.train_lora (LoRA "
+                               "training), which is not available in this minislm yet")
+    trained = lora.train_lora(model, _training_stream(model, o["data"]), rank=o["rank"],
+                              alpha=o["alpha"], dropout=o["dropout"], targets=o["targets"],
+                              steps=o["steps"], lr=o["lr"], batch_size=o["batch_size"],
+                              seq_len=o["seq_len"], seed=ctx.seed, progress=ctx.progress)
+    return lora.merge(trained)
+
+
+def run_quantize(model, o, ctx):
+    mq = _technique("minislm.quant.model_quant", "quantize")
+    calib = None if o["method"] == "rtn" else ctx.calib_ids(model)
+    options = dict(method=o["method"], bits=o["bits"], group_size=o["group_size"],
+                   sym=o["sym"], act_order=o["act_order"], damp=o["damp"])
+    quantized, _ = mq.quantize_model(model, calib_ids=calib, progress=ctx.progress, **options)
+    ctx.before_quantize, ctx.quantize_options = model, options
+    return quantized
+
+
+def run_eora(model, o, ctx):
+    mq = _technique("minislm.quant.model_quant", "eora")
+    if ctx.before_quantize is None:
+        raise ConfigError("stage 'eora' needs a quantize stage before it")
+    # EoRA compensates W − Ŵ: re-quantize the float model (same calibration, same codes)
+    # with the rank-r correction added to every quantized linear.
+    compensated, _ = mq.quantize_model(ctx.before_quantize, eora_rank=o["rank"],
+                                       calib_ids=ctx.calib_ids(ctx.before_quantize),
+                                       progress=ctx.progress, **ctx.quantize_options)
+    return compensated
+
+
+def run_export(model, o, ctx):
+    from . import save
+    export = ctx.out / "export"
+    if "hf" in o["formats"]:
+        save(model, export / "hf")
+    if "gguf" in o["formats"]:
+        gguf = _technique("minislm.quant.gguf_export", "export")
+        gguf.export_gguf(model, export / f"model-{o['gguf_type']}.gguf", qtype=o["gguf_type"])
+    return model
+
+
+# name -> (default options, check(options, config, where) -> config, run(model, options, ctx))
+STAGES = {
+    "finetune": ({"steps": 100, "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 10,
+                  "data": "corpus"}, check_finetune, run_finetune),
+    "depth_prune": ({"layers": 1, "method": "block_importance"}, check_depth_prune,
+                    run_depth_prune),
+    "width_prune": ({"method": "wanda", "nm": None, "sparsity": None, "mlp": 0.0, "heads": 0.0,
+                     "embedding": 0.0}, check_width_prune, run_width_prune),
+    "lora": ({"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 50,
+              "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 5, "data": "corpus"},
+             check_lora, run_lora),
+    "quantize": ({"method": "gptq", "scheme": None, "bits": 4, "group_size": 128, "sym": False,
+                  "act_order": False, "damp": 0.01}, check_quantize, run_quantize),
+    "eora": ({"rank": 8}, check_eora, run_eora),
+    "export": ({"formats": ["hf", "gguf"], "gguf_type": "q8_0"}, check_export, run_export),
+}
+
+
+# ============================================================================ planning
+@dataclass
+class PlannedStage:
+    index: int                 # 1-based position in the pipeline
+    name: str
+    options: dict              # defaults merged with the config's, validated
+    config: Config             # predicted model config after the stage
+    key: str = ""              # hash of the input model and every stage up to this one
+    given: dict = field(default_factory=dict)   # the options the config spelled out
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:02d}_{self.name}"
+
+
+def load_config(path) -> dict:
+    """A pipeline/sweep TOML file as a dict (ConfigError naming the file when it does not parse)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def _merged(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults) - {"name"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown}; expected some of "
+                          f"{sorted(defaults)}")
+    options = {k: given.get(k, v) for k, v in defaults.items()}
+    return json.loads(json.dumps(options))                    # a deep copy
+
+
+def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedStage]:
+    """Validate every stage against the (predicted) model shape before any work."""
+    if not isinstance(stage_list, list):
+        raise ConfigError("'stage' must be a list of tables ([[stage]] in TOML)")
+    planned, cfg, quantized = [], model_config, False
+    key = hashlib.sha256(model_id.encode()).hexdigest()
+    for i, given in enumerate(stage_list, 1):
+        if not isinstance(given, dict) or "name" not in given:
+            raise ConfigError(f"stage {i}: expected a table with a 'name' (one of "
+                              f"{', '.join(STAGES)})")
+        name = given["name"]
+        where = f"stage {i} ({name})"
+        if name not in STAGES:
+            raise ConfigError(f"stage {i}: unknown stage {name!r}; expected one of "
+                              f"{', '.join(STAGES)}")
+        defaults, check, _ = STAGES[name]
+        options = _merged(defaults, given, where)
+        if quantized and name in ("finetune", "depth_prune", "width_prune", "lora", "quantize"):
+            raise ConfigError(f"{where}: comes after a quantize stage; quantized weights cannot "
+                              "be pruned, trained or re-quantized — move it before 'quantize'")
+        if name == "eora" and not quantized:
+            raise ConfigError(f"{where}: EoRA compensates a quantization error; put a "
+                              "'quantize' stage before it")
+        cfg = check(options, cfg, where)
+        quantized = quantized or name == "quantize"
+        key = hashlib.sha256((key + json.dumps([name, options], sort_keys=True)).encode()
+                             ).hexdigest()
+        planned.append(PlannedStage(i, name, options, cfg, key,
+                                    {k: v for k, v in given.items() if k != "name"}))
+    return planned
+
+
+# ============================================================================ evaluation
+def evaluate_stage(model, folder: Path, eval_options: dict, progress: bool = False) -> dict:
+    """The report's columns for one model: size, perplexity, task accuracy, speed, verdict."""
+    from .evaluate.facts import bytes_on_disk, count_params, measure_speed
+    from .evaluate.perplexity import default_text, perplexity
+    e = eval_options
+    metrics = count_params(model)
+    metrics["bytes"] = bytes_on_disk(folder)
+    if e["ppl_tokens"]:
+        if e["ppl_data"]:
+            from .data.corpus import load_text_corpus
+            text = load_text_corpus(e["ppl_data"])
+        else:
+            text = default_text()
+        seqlen = min(e["seqlen"], model.config.max_position)
+        metrics["perplexity"] = perplexity(model, text, seqlen, seqlen, e["ppl_tokens"],
+                                           progress=progress).perplexity
+    if e["toolcall"]:
+        from .evaluate.toolcall import evaluate_toolcall, heldout_examples
+        r = evaluate_toolcall(model, heldout_examples(e["toolcall"]), progress=progress)
+        metrics.update(toolcall=r["accuracy"], tool=r["tool_accuracy"],
+                       syntax=r["syntax_accuracy"], parameters=r["parameter_accuracy"])
+    if e["qa"]:
+        from .evaluate.qa import evaluate_qa, project_qa_set
+        r = evaluate_qa(model, list(project_qa_set())[:e["qa"]], template="chat",
+                        progress=progress)
+        metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
+    if e["speed"]:
+        s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
+                          new_tokens=16, repeats=1)
+        metrics.update(prefill_tok_s=s["prefill_tok_s"], decode_tok_s=s["decode_tok_s"],
+                       peak_bytes=s["peak_bytes"])
+    if e["device"]:
+        metrics.update(cost_verdict(folder, e["device"]))
+    return metrics
+
+
+def cost_verdict(folder: Path, device: str) -> dict:
+    """The hardware cost model's fit and tokens/s for the saved model on `device`."""
+    try:
+        from .hardware.cost import estimate
+        from .hardware.folder import read_model_folder
+    except ImportError:
+        return {"verdict": "cost model unavailable"}
+    info = read_model_folder(folder)
+    cfg = info["config"]
+    r = estimate(cfg, device, context=min(256, cfg.max_position - 1),
+                 weight_bits=info["weight_bits"], sparsity=info["sparsity"],
+                 group_size=info["group_size"] if info["group_size"] > 0 else 128,
+                 sym=info["sym"], embedding_bits=info["embedding_bits"],
+                 eora_rank=info["eora_rank"])
+    return {"fits": r["fits"], "device_tok_s": r["tokens_per_s"],
+            "verdict": f"{'fits' if r['fits'] else 'does not fit'} {r['device']}, "
+                       f"{r['tokens_per_s']:.0f} tok/s ({r['bottleneck']})"}
+
+
+# ============================================================================ running
+def _save_model_dir(model, folder: Path) -> None:
+    """Save to folder/model via a temporary sibling renamed into place (never half written)."""
+    from . import save
+    final, partial = folder / "model", folder / "model.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    save(model, partial)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def _marker(folder: Path) -> dict | None:
+    path = folder / "done.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None                       # a damaged marker: the stage is redone
+
+
+@dataclass
+class Row:
+    label: str                 # "baseline" or "NN_name"
+    stage: str
+    options: dict
+    metrics: dict
+    seconds: float             # time of the stage itself (0 for the baseline)
+    resumed: bool = False
+    folder: str = ""
+    given: dict = field(default_factory=dict)
+
+
+def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval_options: dict,
+               resume: bool, on_row=None, baseline_folder=None) -> tuple[object, list[Row]]:
+    """Run (or resume) each planned stage; folder_of(stage) is where its output lives.
+
+    Returns the final model and one Row per stage (the baseline first when
+    baseline_folder is given). on_row(rows) is called after every row.
+    """
+    from . import load
+    rows = []
+    if baseline_folder is not None:
+        marker = _marker(baseline_folder) if resume else None
+        if marker is None:
+            metrics = evaluate_stage(model, Path(model.path), eval_options, ctx.progress)
+            baseline_folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(baseline_folder / "done.json",
+                              json.dumps({"metrics": metrics}, indent=1) + "\n")
+        else:
+            metrics = marker["metrics"]
+        rows.append(Row("baseline", "baseline", {}, metrics, 0.0, marker is not None,
+                        str(model.path)))
+        if on_row:
+            on_row(rows)
+    for st in planned:
+        folder = folder_of(st)
+        marker = _marker(folder) if resume else None
+        _, _, run = STAGES[st.name]
+        if marker is not None and marker.get("key") == st.key and (folder / "model").exists():
+            previous = model
+            model = load(folder / "model")
+            if st.name == "quantize":          # EoRA after a resumed quantize needs these
+                ctx.before_quantize, ctx.quantize_options = previous, {
+                    k: st.options[k] for k in ("method", "bits", "group_size", "sym",
+                                               "act_order", "damp")}
+            rows.append(Row(st.label, st.name, st.options, marker["metrics"], marker["seconds"],
+                            True, str(folder / "model"), st.given))
+        else:
+            start = time.perf_counter()
+            model = run(model, st.options, ctx)
+            seconds = time.perf_counter() - start
+            folder.mkdir(parents=True, exist_ok=True)
+            _save_model_dir(model, folder)
+            saved = load(folder / "model")     # evaluate what a user gets from the folder
+            metrics = evaluate_stage(saved, folder / "model", eval_options, ctx.progress)
+            atomic_write_text(folder / "done.json", json.dumps(
+                {"stage": st.name, "options": st.options, "key": st.key, "metrics": metrics,
+                 "seconds": seconds}, indent=1, default=str) + "\n")
+            rows.append(Row(st.label, st.name, st.options, metrics, seconds, False,
+                            str(folder / "model"), st.given))
+        if on_row:
+            on_row(rows)
+    return model, rows
+
+
+@dataclass
+class PipelineConfig:
+    model: str
+    stages: list
+    eval: dict = field(default_factory=lambda: dict(DEFAULT_EVAL))
+    calibration: dict = field(default_factory=lambda: dict(DEFAULT_CALIBRATION))
+    seed: int = 0
+
+
+def pipeline_config(raw: dict, model: str | None = None, where: str = "config") -> PipelineConfig:
+    """Validate the top level of a pipeline config (stages are checked by `plan`)."""
+    allowed = {"model", "stage", "eval", "calibration", "seed", "sweep", "description"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; expected some of "
+                          f"{sorted(allowed)}")
+    ev = _merged(DEFAULT_EVAL, raw.get("eval", {}), f"{where} [eval]")
+    cal = _merged(DEFAULT_CALIBRATION, raw.get("calibration", {}), f"{where} [calibration]")
+    return PipelineConfig(model=str(model or raw.get("model") or DEFAULT_MODEL),
+                          stages=list(raw.get("stage", [])), eval=ev, calibration=cal,
+                          seed=int(raw.get("seed", 0)))
+
+
+def report_rows(rows: list[Row]) -> list[dict]:
+    return [{"label": r.label, "stage": r.stage, "options": r.options,
+             "options_text": options_text(r.given), "metrics": r.metrics,
+             "seconds": round(r.seconds, 2), "resumed": r.resumed, "folder": r.folder}
+            for r in rows]
+
+
+def compress(raw_config: dict, out, model_path: str | None = None, resume: bool = False,
+             progress: bool = True) -> tuple[list[Row], str]:
+    """Run a pipeline config into folder `out`; returns (rows, report Markdown)."""
+    from . import load
+    pc = pipeline_config(raw_config, model_path)
+    model_dir = Path(pc.model)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
+    planned = plan(pc.stages, Config.from_file(model_dir / "config.json"),
+                   str(model_dir.resolve()))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "pipeline.json", json.dumps(
+        {"model": pc.model, "stage": pc.stages, "eval": pc.eval, "calibration": pc.calibration,
+         "seed": pc.seed}, indent=1) + "\n")
+    ctx = Context(out=out, calibration=pc.calibration, progress=progress, seed=pc.seed)
+    model = load(model_dir)
+    stages_dir = out / "stages"
+    preamble = (f"Model `{pc.model}`; stages: {' → '.join(st.name for st in planned) or 'none'}."
+                f" Perplexity: first {pc.eval['ppl_tokens']} tokens of "
+                f"{pc.eval['ppl_data'] or 'the corpus test split'}, windows of "
+                f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
+                f"examples; cost model: {pc.eval['device']}. Each stage's model is in "
+                "`stages/NN_name/model/`.")
+    report = {"text": ""}
+
+    def on_row(rows):
+        report["text"] = write_report(out, "Compression report", preamble, report_rows(rows),
+                                      [("label", "Stage"), ("options_text", "Options"),
+                                       ("seconds", "Stage s")])
+
+    _, rows = run_stages(model, planned, lambda st: stages_dir / st.label, ctx, pc.eval,
+                         resume, on_row, baseline_folder=stages_dir / "00_baseline")
+    return rows, report["text"]

@@ -113,3 +113,21 @@ def test_dequantize_accepts_ragged_last_group():
     qm = quantize_rtn(W, 4, 4)
     assert qm.scales.shape == (4, 3)
     np.testing.assert_array_equal(dequantize(qm.q, qm.scales, qm.zeros, 4), qm.dequantize())
+
+
+def test_int8_linear_is_exact_integer_arithmetic():
+    from minislm.quant.int8 import int8_linear, quantize_activations_int8, quantize_weight_int8
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((16, 64)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    q_w, s_w = quantize_weight_int8(W)
+    assert q_w.dtype == np.int8 and s_w.dtype == np.float32
+    np.testing.assert_allclose(q_w * s_w[:, None], quantize_rtn(W, 8, PER_CHANNEL, True)
+                               .dequantize(), rtol=1e-6, atol=1e-7)
+    y = int8_linear(x, q_w, s_w)
+    assert y.shape == (2, 5, 16) and y.dtype == np.float32
+    q_x, s_x = quantize_activations_int8(x.reshape(-1, 64))
+    exact = (q_x.astype(np.float64) * s_x[:, None]) @ (q_w.astype(np.float64) * s_w[:, None]).T
+    np.testing.assert_allclose(y.reshape(-1, 16), exact, rtol=1e-5, atol=1e-5)
+    ref = x @ W.T
+    assert np.abs(y - ref).max() < 0.02 * np.abs(ref).max()

@@ -117,9 +117,12 @@ def attention(q, k, v, q_start: int = 0):
     K, S = k.shape[1], k.shape[2]
     G = H // K
     qg = q.reshape(B, K, G, T, D)                                  # [B, K, G, T, D]
-    scores = (qg @ k[:, :, None].swapaxes(-1, -2)) * (1.0 / math.sqrt(D))   # [B, K, G, T, S]
-    future = np.arange(S)[None, :] > (q_start + np.arange(T))[:, None]      # [T, S]
-    if future.any():
-        scores = np.where(future, np.asarray(-np.inf, dtype=scores.dtype), scores)
-    p = softmax(scores)
-    return (p @ v[:, :, None]).reshape(B, H, T, D)
+    scores = qg @ k[:, :, None].swapaxes(-1, -2)                   # [B, K, G, T, S]
+    scores *= 1.0 / math.sqrt(D)
+    if T > 1:   # query t may not see keys after position q_start + t (one query sees all)
+        future = np.arange(S)[None, :] > (q_start + np.arange(T))[:, None]     # [T, S]
+        scores[..., future] = -np.inf
+    scores -= scores.max(-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(-1, keepdims=True)                        # softmax over S
+    return (scores @ v[:, :, None]).reshape(B, H, T, D)

@@ -24,7 +24,8 @@ def add_arguments(p):
     p.add_argument("--weight-bits", type=int, default=None,
                    help="2..8 integer codes or 16/32 float (default: from --model, else 32)")
     p.add_argument("--embedding-bits", type=int, default=None,
-                   help="bits of the embedding tables / tied LM head (default: weight bits)")
+                   help="bits of the embedding tables / tied LM head (default: as stored "
+                        "for --model, else the weight bits)")
     p.add_argument("--group-size", type=int, default=None,
                    help="quantization group size (default: from --model, else 128)")
     p.add_argument("--sparsity", type=float, default=None,
@@ -47,26 +48,30 @@ def run(args) -> int:
         print(device.table())
         return 0
     notes = []
-    bits, group_size, sym, sparsity = 32, 128, False, 0.0
+    bits, group_size, sym, sparsity, embedding_bits, eora_rank = 32, 128, False, 0.0, None, 0
     if getattr(args, "model", None):
         info = read_model_folder(args.model,
                                  measure_sparsity=getattr(args, "sparsity", None) is None)
         config, bits, group_size, sym = (info["config"], info["weight_bits"],
                                          info["group_size"], info["sym"])
         sparsity, notes = info["sparsity"], info["notes"]
+        embedding_bits, eora_rank = info["embedding_bits"], info["eora_rank"]
     elif getattr(args, "config", None):
         config = Config.from_file(args.config)
     else:
         raise InputError("minislm cost needs --model PATH or --config CONFIG.json")
     if getattr(args, "weight_bits", None) is not None:
         bits = args.weight_bits
+        embedding_bits = None                   # a what-if: the embeddings follow the weights
     if getattr(args, "group_size", None) is not None:
         group_size = args.group_size
     if getattr(args, "sparsity", None) is not None:
         sparsity = args.sparsity
+    if getattr(args, "embedding_bits", None) is not None:
+        embedding_bits = args.embedding_bits
     result = estimate(config, device, context=getattr(args, "context", 256), weight_bits=bits,
                       sparsity=sparsity, group_size=group_size, sym=sym,
-                      embedding_bits=getattr(args, "embedding_bits", None))
+                      embedding_bits=embedding_bits, eora_rank=eora_rank)
     result["notes"] = notes
     if getattr(args, "json", False):
         print(json.dumps(result))

@@ -31,7 +31,7 @@ from collections import defaultdict
 from ..config import Config
 from ..errors import InputError
 from .devices import Device, get_device
-from .workload import (FLOAT_BITS, INT_BITS, Op, WeightFormat, kv_cache_bytes,
+from .workload import (INT_BITS, Op, WeightFormat, kv_cache_bytes,
                        parameter_count, peak_activation_bytes, step_ops, stored_weight_bytes)
 
 
@@ -54,66 +54,65 @@ def siracusa_act_bytes(weight_bits: int) -> int:
     return 1 if weight_bits in INT_BITS else weight_bits // 8
 
 
-def siracusa_op(op: Op, dev: Device, weights_in_mram: bool, kv_in_l2: bool,
-                int8: bool = True) -> dict:
-    """Cycles of one kernel on Siracusa, returned in seconds (module docstring)."""
+def siracusa_op(op: Op, dev: Device, weights_at: str, kv_at: str, int8: bool = True) -> dict:
+    """Cycles of one kernel on Siracusa, returned in seconds (module docstring).
+
+    weights_at: where this kernel's weights live, "mram" | "l2" | "l3"; kv_at: "l2" | "l3".
+    """
     f = dev["clock_hz"]
     dma = dev["dma_bytes_per_cycle"]                       # bytes per cycle, L2 <-> L1
     cores = dev["cluster_cores"] * dev["cluster_parallel_efficiency"]
     half_l1 = dev["l1_bytes"] / 2                          # double buffering
+    if int8:                                               # SIMD dot products on 8-bit codes
+        cluster_macs = dev["cluster_cores"] * dev["cluster_int8_macs_per_cycle"]
+    else:                                                  # one FMA = one MAC per FPU
+        cluster_macs = dev["cluster_cores"] * dev["cluster_fp_flops_per_cycle"] / 2
+    cluster_macs *= dev["cluster_parallel_efficiency"]     # MACs per cycle
     cycles: dict[str, float] = {}
-    l1_bytes = op.act_bytes + op.kv_bytes                  # traffic through the DMA
-    tiles = 1
+    via_dma = op.act_bytes + op.kv_bytes                   # bytes moved L2 <-> L1
+    from_l3 = op.kv_bytes if kv_at == "l3" else 0.0        # bytes fetched off-chip first
+    tiles = max(1, math.ceil(via_dma / half_l1))
 
     if op.kind == "linear":
         on_engine = dev["engine_min_bits"] <= op.weight_bits <= dev["engine_max_bits"]
+        direct = on_engine and weights_at == "mram" and not op.bitmap_sparse
         row_bytes = op.act_bytes / op.tokens               # one token's input + output
-        budget = half_l1 if on_engine else half_l1 / 2     # the cluster also tiles weights
+        budget = half_l1 if direct else half_l1 / 2        # else weight tiles share L1
         rows_per_tile = max(1, int(budget // row_bytes))
         row_tiles = math.ceil(op.tokens / rows_per_tile)   # weights are re-read per row tile
-        col_tiles = max(1, math.ceil(row_bytes / budget))
         weight_traffic = op.weight_bytes * row_tiles
+        col_tiles = max(1, math.ceil(row_bytes / budget))
+        if not direct:                                     # weight tiles pass through L1
+            col_tiles = max(col_tiles, math.ceil(op.weight_bytes / budget))
+            via_dma += weight_traffic
+        tiles = row_tiles * col_tiles
         if on_engine:
             cycles["engine compute"] = 2 * op.macs / (dev["engine_peak_ops"]
                                                       * dev["engine_utilisation"]) * f
             if op.bitmap_sparse:                           # the cluster expands the mask first
                 cycles["cluster compute"] = op.n_weights * dev["cycles_per_sparse_weight"] / cores
         else:
-            cycles["cluster compute"] = 2 * op.macs / (dev["cluster_cores"] * dev[
-                "cluster_fp_flops_per_cycle"] * dev["cluster_parallel_efficiency"])
-            col_tiles = max(col_tiles, math.ceil(op.weight_bytes / budget))
-        if weights_in_mram and on_engine and not op.bitmap_sparse:
+            cycles["cluster compute"] = op.macs / cluster_macs
+        if weights_at == "mram":
             cycles["MRAM weight bandwidth"] = weight_traffic / dev["mram_bandwidth"] * f
-        elif weights_in_mram:
-            cycles["MRAM weight bandwidth"] = weight_traffic / dev["mram_bandwidth"] * f
-            l1_bytes += weight_traffic                     # through L1 to the cluster
-        else:
-            cycles["off-chip L3 bandwidth"] = weight_traffic / dev["l3_bandwidth"] * f
-            l1_bytes += weight_traffic
-        tiles = row_tiles * col_tiles
+        elif weights_at == "l3":
+            from_l3 += weight_traffic
     elif op.kind == "attention":
-        if int8:                                           # SIMD dot products on 8-bit codes
-            rate = dev["cluster_cores"] * dev["cluster_int8_macs_per_cycle"]
-        else:                                              # one FMA = one MAC per FPU
-            rate = dev["cluster_cores"] * dev["cluster_fp_flops_per_cycle"] / 2
-        cycles["cluster compute"] = op.macs / (rate * dev["cluster_parallel_efficiency"])
-        if not kv_in_l2:
-            cycles["off-chip L3 bandwidth"] = op.kv_bytes / dev["l3_bandwidth"] * f
-        tiles = max(1, math.ceil(l1_bytes / half_l1))
+        cycles["cluster compute"] = op.macs / cluster_macs
     elif op.kind == "elementwise":
-        cpe = dev[f"cycles_per_{op.element_kind}"]
-        cycles["cluster compute"] = op.elements * cpe / cores
-        l1_bytes += op.weight_bytes
-        tiles = max(1, math.ceil(l1_bytes / half_l1))
-    else:                                                  # lookup: DMA one table row
-        if weights_in_mram:
+        cycles["cluster compute"] = op.elements * dev[f"cycles_per_{op.element_kind}"] / cores
+        via_dma += op.weight_bytes
+    else:                                                  # lookup: DMA the table rows
+        via_dma += op.weight_bytes
+        if weights_at == "mram":
             cycles["MRAM weight bandwidth"] = op.weight_bytes / dev["mram_bandwidth"] * f
-        else:
-            cycles["off-chip L3 bandwidth"] = op.weight_bytes / dev["l3_bandwidth"] * f
-        l1_bytes += op.weight_bytes
+        elif weights_at == "l3":
+            from_l3 += op.weight_bytes
 
-    cycles["L2-L1 DMA"] = l1_bytes / dma
-    fill = min(l1_bytes, half_l1) / dma / tiles            # the first tile is not overlapped
+    cycles["L2-L1 DMA"] = via_dma / dma
+    if from_l3:
+        cycles["off-chip L3 bandwidth"] = from_l3 / dev["l3_bandwidth"] * f
+    fill = min(via_dma / tiles, half_l1) / dma             # the first tile is not overlapped
     overhead = dev["kernel_overhead_cycles"] + tiles * dev["tile_overhead_cycles"] + fill
     return _finish({k: v / f for k, v in cycles.items()}, overhead / f, "kernel overhead",
                    tiles=tiles)
@@ -128,26 +127,37 @@ def _finish(terms: dict, overhead_s: float, overhead_name: str, tiles: int = 1) 
 
 
 # ----------------------------------------------------------------------------- steps
-def _place_in_mram(ops: list[Op], capacity: float) -> set:
-    """Names (layer, name) of the weights that fit the MRAM, greedily in forward order."""
-    placed, used = set(), 0.0
+def place_weights(ops: list[Op], mram: float, l2_free: float, tied: bool) -> dict:
+    """Where each weight lives on Siracusa: (layer, name) -> "mram" | "l2" | "l3".
+
+    Linear weights fill the MRAM in forward order, what does not fit goes to the
+    L2 left over by activations and KV cache, the rest stays in off-chip L3.
+    Embedding rows are looked up, not streamed: the table stays in L3 unless it
+    is the tied LM head.
+    """
+    where, used = {}, {"mram": 0.0, "l2": 0.0}
+    capacity = {"mram": mram, "l2": l2_free}
     for op in ops:
         if op.kind != "linear":
             continue
-        if used + op.weight_bytes <= capacity:
-            placed.add((op.layer, op.name))
-            used += op.weight_bytes
-    return placed
+        for level in ("mram", "l2", "l3"):
+            if level == "l3" or used[level] + op.weight_bytes <= capacity[level]:
+                where[(op.layer, op.name)] = level
+                used[level] = used.get(level, 0.0) + op.weight_bytes
+                break
+    for op in ops:
+        if op.kind == "lookup":
+            where[(op.layer, op.name)] = where[("head", "lm_head")] if tied else "l3"
+    return where
 
 
-def _cost_step(ops: list[Op], dev: Device, config: Config, in_mram: set | None,
-               kv_in_l2: bool, act_bytes: float) -> tuple[float, list[dict]]:
+def _cost_step(ops: list[Op], dev: Device, where: dict | None, kv_at: str,
+               act_bytes: float) -> tuple[float, list[dict]]:
     rows = []
     for op in ops:
         if dev.kind == "siracusa":
-            resident = (op.layer, op.name) in in_mram if op.kind == "linear" else \
-                (op.kind == "lookup" and config.tied and ("head", "lm_head") in in_mram)
-            c = siracusa_op(op, dev, resident, kv_in_l2, int8=act_bytes == 1)
+            c = siracusa_op(op, dev, where.get((op.layer, op.name), "l2"), kv_at,
+                            int8=act_bytes == 1)
         else:
             c = roofline_op(op, dev)
         rows.append({"layer": op.layer, "op": op.name, "kind": op.kind, "macs": op.macs,
@@ -155,6 +165,8 @@ def _cost_step(ops: list[Op], dev: Device, config: Config, in_mram: set | None,
                      "other_bytes": op.act_bytes + op.kv_bytes,
                      "seconds": c["seconds"], "bottleneck": c["bottleneck"],
                      "tiles": c["tiles"]})
+        if where is not None and op.kind in ("linear", "lookup"):
+            rows[-1]["weights_at"] = where.get((op.layer, op.name))
     return sum(r["seconds"] for r in rows), rows
 
 
@@ -189,13 +201,17 @@ def _bottleneck(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- estimate
 def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
              sparsity: float = 0.0, group_size: int = 128, sym: bool = False,
-             embedding_bits: int | None = None) -> dict:
+             embedding_bits: int | None = None, eora_rank: int = 0,
+             all_logits: bool = False) -> dict:
     """Fit, latency and bottleneck of `config` on `device` (a name or a `Device`).
 
     context: tokens already in the KV cache when the measured decode step runs,
              and the length of the prompt whose prefill is costed.
     weight_bits: 32/16 float or 2…8 integer codes, groups of `group_size` input columns.
     sparsity: fraction of zeros in the block linear weights (bitmap storage when smaller).
+    embedding_bits: embedding tables and a tied LM head (None: same as weight_bits).
+    eora_rank: rank of a float32 EoRA correction on every block linear (0: none).
+    all_logits: the prefill computes logits for every prompt position (plain forward).
     Returns a dict: totals (`fits`, `weight_bytes`, `latency_s_per_token`,
     `tokens_per_s`, `bottleneck`, …), `checks` (memory need vs have), `layers`
     (per-layer rows of one decode step) and `ops` (its per-kernel rows).
@@ -206,7 +222,7 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
     if context + 1 > config.max_position:
         raise InputError(f"context {context} + 1 new token exceeds the model's "
                          f"max_position {config.max_position}")
-    fmt = WeightFormat(weight_bits, group_size, sym, float(sparsity), embedding_bits)
+    fmt = WeightFormat(weight_bits, group_size, sym, float(sparsity), embedding_bits, eora_rank)
     fmt.validate()
     parts = stored_weight_bytes(config, fmt)
     weight_bytes = sum(parts.values())
@@ -215,30 +231,32 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
     acts = max(peak_activation_bytes(config, context, 0, a),
                peak_activation_bytes(config, 1, context, a))
     decode = step_ops(config, fmt, 1, context, a)
-    prefill = step_ops(config, fmt, context, 0, a)
+    prefill = step_ops(config, fmt, context, 0, a, all_logits=all_logits)
 
     if dev.kind == "siracusa":
-        in_mram = _place_in_mram(decode, dev["mram_bytes"] - parts["norms_biases"])
+        kv_at = "l2" if kv + acts <= dev["l2_bytes"] else "l3"
+        l2_free = max(0.0, dev["l2_bytes"] - kv - acts) if kv_at == "l2" else 0.0
+        where = place_weights(decode, dev["mram_bytes"] - parts["norms_biases"], l2_free,
+                              config.tied)
         spilled = sum(op.weight_bytes for op in decode
-                      if op.kind == "linear" and (op.layer, op.name) not in in_mram)
+                      if op.kind == "linear" and where[(op.layer, op.name)] == "l3")
         if not config.tied:                          # the input embedding stays off-chip
             spilled += parts["embeddings"]
-        kv_in_l2 = kv + acts <= dev["l2_bytes"]
         checks = [_check("MRAM: weights", weight_bytes, dev["mram_bytes"]),
                   _check("L2: activations + KV cache", kv + acts, dev["l2_bytes"])]
         if weight_bytes > dev["mram_bytes"]:
-            checks.append(_check("L3 off-chip: weights that spill from MRAM", spilled,
+            checks.append(_check("L3 off-chip: weights that spill from MRAM and L2", spilled,
                                  dev["l3_bytes"]))
         fits = checks[0]["fits"] and checks[1]["fits"]
     else:
-        in_mram, kv_in_l2 = None, True
+        where, kv_at = None, "dram"
         available = dev["memory_bytes"] - dev["reserved_bytes"]
         checks = [_check("DRAM: weights + KV cache + activations", weight_bytes + kv + acts,
                          available)]
         fits = checks[0]["fits"]
 
-    t_decode, rows = _cost_step(decode, dev, config, in_mram, kv_in_l2, a)
-    t_prefill, _ = _cost_step(prefill, dev, config, in_mram, kv_in_l2, a)
+    t_decode, rows = _cost_step(decode, dev, where, kv_at, a)
+    t_prefill, _ = _cost_step(prefill, dev, where, kv_at, a)
     power = dev.facts["power_w"].value if "power_w" in dev.facts else 0.0
     return {
         "device": dev.name, "device_title": dev.title, "family": config.family,
@@ -258,7 +276,7 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
 
 def _check(memory: str, need: float, have: float) -> dict:
     return {"memory": memory, "need_bytes": need, "have_bytes": have, "fits": need <= have,
-            "ratio": need / have}
+            "ratio": need / have if have > 0 else math.inf}
 
 
 def _verdict(checks: list[dict], dev: Device) -> str:

@@ -18,13 +18,16 @@ import numpy as np
 from ..checkpoint import checkpoint_files, read_header, read_safetensors
 from ..config import Config
 from ..errors import ConfigError
-from ..model.families import detect_prefix, linear_layers
+from ..model.families import detect_prefix, embedding_name, linear_layers
 
 FLOAT_CODES = {"F64": 32, "F32": 32, "F16": 16, "BF16": 16}
 
 
 def read_model_folder(path, measure_sparsity: bool = True) -> dict:
-    """{'config', 'weight_bits', 'group_size', 'sym', 'sparsity', 'notes'} of a folder."""
+    """{'config', 'weight_bits', 'embedding_bits', 'group_size', 'sym', 'eora_rank',
+    'sparsity', 'notes'} of a folder. minislm's quantizer keeps embeddings, norms and
+    the LM head in float (`quantization_config.lm_head` false), so the embedding bits
+    are the stored width of the embedding tensor."""
     folder = Path(path)
     config = Config.from_file(folder / "config.json")
     notes = []
@@ -36,7 +39,10 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
     stored_bits = sorted({FLOAT_CODES[h[n]["dtype"]] for h in headers.values() for n in h
                           if n in linear_names and h[n]["dtype"] in FLOAT_CODES})
     weight_bits = stored_bits[-1] if stored_bits else 32
-    group_size, sym = 128, False
+    emb_name = embedding_name(config, prefix)
+    emb_codes = [h[emb_name]["dtype"] for h in headers.values() if emb_name in h]
+    embedding_bits = FLOAT_CODES.get(emb_codes[0], 32) if emb_codes else weight_bits
+    group_size, sym, eora_rank = 128, False, 0
     qc = config.raw.get("quantization_config")
     if isinstance(qc, dict) and qc.get("quant_method") == "minislm":
         try:
@@ -46,7 +52,12 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
             raise ConfigError(f"{folder / 'config.json'}: quantization_config needs an integer "
                               f"'bits' (and 'group_size'), found {qc!r}") from None
         sym = bool(qc.get("sym", False))
-        notes.append(f"bits {weight_bits}, group {group_size} from quantization_config")
+        eora_rank = int(qc.get("eora_rank") or 0)
+        if qc.get("lm_head"):
+            embedding_bits = weight_bits
+        notes.append(f"bits {weight_bits}, group {group_size}"
+                     + (f", EoRA rank {eora_rank}" if eora_rank else "")
+                     + f" from quantization_config; embeddings {embedding_bits}-bit")
     elif isinstance(qc, dict):
         notes.append(f"quantization_config with quant_method {qc.get('quant_method')!r} is "
                      f"not minislm's: weights costed at the stored width {weight_bits} bits")
@@ -65,6 +76,8 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
             notes.append(f"sparsity {sparsity:.4f} measured: exact zeros in {total:,} "
                          "float linear weights")
         else:
-            notes.append("no float linear weights to measure sparsity from: sparsity 0")
-    return {"config": config, "weight_bits": weight_bits, "group_size": group_size,
-            "sym": sym, "sparsity": sparsity, "notes": notes}
+            notes.append("no float linear weights to measure sparsity from (packed codes): "
+                         "sparsity 0 unless --sparsity is given")
+    return {"config": config, "weight_bits": weight_bits, "embedding_bits": embedding_bits,
+            "group_size": group_size, "sym": sym, "eora_rank": eora_rank,
+            "sparsity": sparsity, "notes": notes}

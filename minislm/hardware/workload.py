@@ -11,12 +11,14 @@ Attention: query i (1 … n) sees p + i keys, so the step has P = n·p + n(n+1)/
     softmax over S                        H · P elements
     output O = softmax(S) V               MACs = H · D · P        (reads V: K·D·(p+n) values)
     the new keys and values are written:  2 · K · D · n values
-LM head: only the last position's logits are needed to pick the next token (n_head = 1).
+LM head: only the last position's logits are needed to pick the next token (n_head = 1;
+`all_logits` costs all n positions, as a plain forward pass does).
 
 Stored weight bytes, b-bit codes in groups of g input columns (minislm.quant.rtn):
     codes   out · ⌈in · b / 8⌉                               (minislm.quant.pack)
-    grid    out · ⌈in / g⌉ · (2 + 1)  bytes                  float16 scale + uint8 zero
-            (symmetric: no zero; g = −1 one group per row; g = 0 one group per matrix)
+    grid    out · (2·⌈in/g⌉ + ⌈⌈in/g⌉·b/8⌉)  bytes           float16 scales + b-bit zeros
+            (symmetric: no zeros; g = −1 one group per row; g = 0 one group per matrix)
+    EoRA (rank r) adds float32 A [r, in] and B [out, r]: 4·r·(in + out) bytes, n·r·(in + out) MACs
 Sparsity s (fraction of exact zeros) is stored as kept values plus a 1-bit mask
 (an assumption: for 2:4 this equals the 2-bit index per kept value of N:M formats),
 and only when that is smaller than the dense codes:
@@ -45,6 +47,7 @@ class WeightFormat:
     sym: bool = False                # symmetric grid: no zero points stored
     sparsity: float = 0.0            # s, fraction of zeros in the block linear weights
     embedding_bits: int | None = None    # token/position embeddings (and a tied LM head)
+    eora_rank: int = 0               # r of EoRA's float32 low-rank correction per linear
 
     def validate(self) -> None:
         for field, bits in (("weight bits", self.bits), ("embedding bits", self.emb_bits)):
@@ -53,6 +56,8 @@ class WeightFormat:
                                   f"{FLOAT_BITS} (float), found {bits!r}")
         if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 1.0):
             raise ConfigError(f"sparsity must be in [0, 1), found {self.sparsity!r}")
+        if not isinstance(self.eora_rank, int) or self.eora_rank < 0:
+            raise ConfigError(f"eora_rank must be a non-negative integer, found {self.eora_rank!r}")
         if not isinstance(self.group_size, int) or self.group_size < -1:
             raise ConfigError(f"group_size must be a positive integer, -1 (per output row) "
                               f"or 0 (per matrix), found {self.group_size!r}")
@@ -91,13 +96,9 @@ def matrix_bytes(d_out: int, d_in: int, bits: int, group_size: int = 128, sym: b
         grid_bytes = 0.0
     else:
         dense_bits = d_out * math.ceil(d_in * bits / 8) * 8
-        if group_size == 0:
-            groups = 1
-        elif group_size == -1:
-            groups = d_out
-        else:
-            groups = d_out * math.ceil(d_in / group_size)
-        grid_bytes = groups * (2 + (0 if sym else 1))
+        rows = 1 if group_size == 0 else d_out                 # rows of the grid
+        n_groups = 1 if group_size <= 0 else math.ceil(d_in / group_size)
+        grid_bytes = rows * (2 * n_groups + (0 if sym else math.ceil(n_groups * bits / 8)))
     sparse_bits = (1.0 - sparsity) * N * bits + N
     use_bitmap = sparsity > 0 and sparse_bits < dense_bits
     return (sparse_bits if use_bitmap else dense_bits) / 8 + grid_bytes, use_bitmap
@@ -113,7 +114,8 @@ def stored_weight_bytes(config: Config, fmt: WeightFormat) -> dict:
     fmt.validate()
     C, V = config.d_model, config.vocab_size
     blocks = sum(matrix_bytes(lin.d_out, lin.d_in, fmt.bits, fmt.group_size, fmt.sym,
-                              fmt.sparsity)[0] for lin in linear_layers(config))
+                              fmt.sparsity)[0] + 4.0 * fmt.eora_rank * (lin.d_in + lin.d_out)
+                 for lin in linear_layers(config))
     embeddings = matrix_bytes(V, C, fmt.emb_bits, fmt.group_size, fmt.sym)[0]
     if config.family == "gpt2":
         embeddings += matrix_bytes(config.max_position, C, fmt.emb_bits, fmt.group_size,
@@ -127,8 +129,12 @@ def stored_weight_bytes(config: Config, fmt: WeightFormat) -> dict:
             "norms_biases": 4.0 * small}
 
 
-def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float) -> list[Op]:
-    """Every kernel of one step that appends n tokens to a cache holding p (see module doc)."""
+def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float,
+             all_logits: bool = False) -> list[Op]:
+    """Every kernel of one step that appends n tokens to a cache holding p (see module doc).
+
+    all_logits: compute the LM head for all n positions (as `minislm.forward` does),
+    not only for the last one that generation needs."""
     fmt.validate()
     if n < 1 or p < 0:
         raise ConfigError(f"a step needs n >= 1 new tokens and p >= 0 cached, found n={n}, p={p}")
@@ -138,10 +144,11 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
     P = n * p + n * (n + 1) / 2                      # (query, key) pairs of the step
     gpt2 = config.family == "gpt2"
 
-    def linear(layer, name, d_in, d_out, bits, sparsity, bias, tokens=n):
+    def linear(layer, name, d_in, d_out, bits, sparsity, bias, tokens=n, r=0):
         wb, bitmap = matrix_bytes(d_out, d_in, bits, fmt.group_size, fmt.sym, sparsity)
-        return Op(layer, name, "linear", macs=tokens * d_in * d_out, n_weights=d_in * d_out,
-                  weight_bytes=wb + (4.0 * d_out if bias else 0.0), weight_bits=bits,
+        wb += 4.0 * r * (d_in + d_out) + (4.0 * d_out if bias else 0.0)
+        return Op(layer, name, "linear", macs=tokens * (d_in * d_out + r * (d_in + d_out)),
+                  n_weights=d_in * d_out, weight_bytes=wb, weight_bits=bits,
                   bitmap_sparse=bitmap, act_bytes=tokens * (d_in + d_out) * a, tokens=tokens,
                   d_in=d_in, d_out=d_out)
 
@@ -165,7 +172,7 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
         def block_linear(role):
             lin = lins[role]
             return linear(layer, role, lin.d_in, lin.d_out, fmt.bits, fmt.sparsity,
-                          lin.bias is not None)
+                          lin.bias is not None, r=fmt.eora_rank)
 
         ops.append(elementwise(layer, "norm_1", "norm", n * C, params=norm_params))
         if gpt2:
@@ -193,10 +200,11 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
                     block_linear("down")]
         ops.append(elementwise(layer, "residual_2", "add", n * C, reads=2))
 
-    ops.append(Op("head", "norm_f", "elementwise", elements=C, element_kind="norm",
-                  weight_bytes=4.0 * norm_params, act_bytes=2 * C * a, tokens=1))
+    n_head = n if all_logits else 1
+    ops.append(Op("head", "norm_f", "elementwise", elements=n_head * C, element_kind="norm",
+                  weight_bytes=4.0 * norm_params, act_bytes=2 * n_head * C * a, tokens=n_head))
     head_bits = fmt.emb_bits if config.tied else fmt.bits
-    ops.append(linear("head", "lm_head", C, V, head_bits, 0.0, False, tokens=1))
+    ops.append(linear("head", "lm_head", C, V, head_bits, 0.0, False, tokens=n_head))
     return ops
 
 

@@ -13,7 +13,8 @@ THESIS_LAPTOP = Device(
     kind="roofline",
     facts={
         "memory_bytes": Fact(62 * 1024 ** 3, "B", f"{SEED_V}: 62 GB DDR4"),
-        "reserved_bytes": Fact(4 * 1024 ** 3, "B", "desktop OS", assumption=True),
+        "reserved_bytes": Fact(4 * 1024 ** 3, "B", "desktop OS and applications",
+                               assumption=True),
         "bandwidth": Fact(42.7e9, "B/s", "dual-channel DDR4-2666 (Intel spec of the "
                           "i7-8850H; the thesis does not state it)", assumption=True),
         "peak_ops": Fact(6 * 2.6e9 * 32, "flop/s", f"derived: 6 cores x 2.6 GHz ({SEED_V}) x "

@@ -1,0 +1,176 @@
+"""Fine-tuning, special tool tokens and the finetune/distill commands, end to end on tiny models."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import minislm
+from minislm.adapt import distill, lora, special_tokens
+from minislm.adapt import finetune as ft
+from minislm.cli import main
+from minislm.config import Config
+from minislm.errors import ConfigError, InputError
+from minislm.train.init import hf_config_dict, init_model
+
+from conftest import hf_logits
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from minislm.data import task_texts, train_tokenizer
+    return train_tokenizer(task_texts("toolcall") + task_texts("requirements"), vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, tokenizer):
+    """Tiny random models with a real tokenizer, saved by minislm: {'gpt2', 'llama'}."""
+    root = tmp_path_factory.mktemp("adapt")
+    out = {}
+    for family, tied in (("gpt2", True), ("llama", False)):
+        cfg = Config.from_hf_dict(hf_config_dict(family, tokenizer.get_vocab_size(), 32, 2, 4,
+                                                 64, 128, n_kv_head=2, tied=tied, eos_id=0,
+                                                 bos_id=0))
+        out[family] = minislm.save(init_model(cfg, seed=1, tokenizer=tokenizer), root / family)
+    return out
+
+
+def test_examples_mask_the_prompt_and_end_with_eos(tokenizer):
+    examples = ft.load_examples(tokenizer, "toolcall", 128)
+    ids, labels = examples[0]
+    prompt_len = int((labels == -100).sum())
+    assert 0 < prompt_len < len(ids)
+    assert ids[-1] == tokenizer.token_to_id("<|endoftext|>")
+    text = tokenizer.decode(ids[prompt_len:].tolist())
+    assert text.strip().startswith("<tool_call>") or "<tool_call>" not in text
+    batch_ids, batch_labels = ft.make_batch(examples, [0, 1, 2], pad_id=1)
+    assert batch_ids.shape == batch_labels.shape and batch_ids.dtype == np.int64
+    assert (batch_labels[batch_ids == 1] == -100).all()
+
+
+def test_examples_from_files(tokenizer, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "Call Mom.", "response": "<tool_call>[]</tool_call>"})
+                    + "\n" + json.dumps({"text": "The system shall log every access."}) + "\n")
+    assert len(ft.load_examples(tokenizer, str(rows), 64)) == 2
+    text = tmp_path / "corpus.txt"
+    text.write_text("The system shall respond. " * 40)
+    windows = ft.load_examples(tokenizer, str(text), 16)
+    assert len(windows) > 2 and all(len(i) <= 16 for i, _ in windows)
+    with pytest.raises(InputError, match="toolcall"):
+        ft.load_examples(tokenizer, str(tmp_path / "missing.txt"), 16)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": 1}\n')
+    with pytest.raises(InputError, match="bad.jsonl:1"):
+        ft.load_examples(tokenizer, str(bad), 16)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_full_finetune_lowers_the_loss_and_keeps_the_input(folders, family):
+    m = minislm.load(folders[family])
+    before = {k: v.copy() for k, v in m.params.items()}
+    examples = ft.load_examples(m.tokenizer, "toolcall", 96)
+    tuned, losses = ft.finetune(m, examples, steps=12, lr=3e-3, batch_size=8, progress=False)
+    assert np.mean(losses[-3:]) < losses[0] - 0.3
+    assert all(np.array_equal(before[k], m.params[k]) for k in before)
+    assert all(tuned.params[k].dtype == np.float32 for k in tuned.params)
+
+
+def test_lora_finetune_trains_only_the_adapters(folders):
+    m = minislm.load(folders["llama"])
+    lm = lora.add_lora(m, rank=4, alpha=8, dropout=0.1, targets=["q_proj", "v_proj", "up_proj"])
+    examples = ft.load_examples(m.tokenizer, "toolcall", 96)
+    tuned, losses = ft.finetune(lm, examples, steps=10, lr=1e-2, batch_size=8, progress=False)
+    assert np.mean(losses[-3:]) < losses[0]
+    for name, w in lora.lora_weights(tuned).items():
+        assert w.base is m.params[name]                       # frozen, shared, untouched
+        assert np.abs(w.B).max() > 0 and w.dropout_seed is None
+    for name, v in m.params.items():
+        if name not in lora.lora_weights(tuned):
+            assert tuned.params[name] is v
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_add_tool_tokens_resizes_and_transformers_loads(folders, tmp_path, family):
+    transformers = pytest.importorskip("transformers")
+    m = minislm.load(folders[family])
+    V = m.config.vocab_size
+    grown = special_tokens.add_tokens(m)
+    assert grown.config.vocab_size == V + 2 and m.config.vocab_size == V
+    assert m.tokenizer.token_to_id("<tool_call>") is None          # the input is unchanged
+    open_id, close_id = special_tokens.token_ids(grown)
+    text = ' <tool_call>[{"name": "make_call"}]</tool_call>'
+    ids = grown.tokenizer.encode(text).ids
+    assert open_id in ids and close_id in ids
+    assert grown.tokenizer.decode(ids) == text                      # kept when decoding
+    names = ["model.embed_tokens.weight", "lm_head.weight"] if family == "llama" \
+        else [grown.prefix + "wte.weight"]
+    for name in names:
+        E = m.params[name]
+        np.testing.assert_allclose(grown.params[name][V:], np.repeat(E.mean(0)[None], 2, 0),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(grown.params[name][:V], E)
+    probe = np.array([[5, 9, 31, 2]])
+    np.testing.assert_allclose(minislm.forward(grown, probe)[..., :V], minislm.forward(m, probe),
+                               atol=1e-6)                            # old logits unchanged
+    folder = minislm.save(grown, tmp_path / "grown")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    ids2 = np.array([ids])
+    np.testing.assert_allclose(hf_logits(ref, ids2), minislm.forward(grown, ids2), atol=1e-5)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert hf_tok.convert_tokens_to_ids("<tool_call>") == open_id
+    assert hf_tok(text)["input_ids"] == ids
+
+
+def test_distill_moves_the_student_towards_the_teacher(folders):
+    teacher = minislm.load(folders["llama"])
+    teacher, _ = ft.finetune(teacher, ft.load_examples(teacher.tokenizer, "toolcall", 96),
+                             steps=10, lr=3e-3, batch_size=8, progress=False)
+    student = minislm.load(folders["llama"])
+    examples = ft.load_examples(student.tokenizer, "toolcall", 96)
+    trained, history = distill.distill(teacher, student, examples, steps=10, temperature=2.0,
+                                       alpha=1.0, lr=3e-3, batch_size=8, progress=False)
+    assert len(history) == 10 and history[-1][1] < history[0][1]   # KD term falls
+    with pytest.raises(ConfigError, match="vocab_size"):
+        grown = special_tokens.add_tokens(student)
+        distill.distill(teacher, grown, examples, steps=1, progress=False)
+
+
+def test_finetune_command_full_lora_and_merge(folders, tmp_path, capsys):
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    src = folders["gpt2"]
+    assert main(["finetune", "--model", str(src), "--data", "requirements", "--steps", "3",
+                 "--out", str(tmp_path / "full"), "--batch-size", "4"]) == 0
+    full = minislm.load(tmp_path / "full")
+    assert json.loads((tmp_path / "full" / "minislm_finetune.json").read_text())["steps"] == 3
+    ids = np.array([[3, 4, 5, 6]])
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "full")).eval()
+    np.testing.assert_allclose(hf_logits(ref, ids), minislm.forward(full, ids), atol=1e-5)
+
+    common = ["finetune", "--model", str(src), "--data", "toolcall", "--steps", "3",
+              "--lora-rank", "4", "--lora-alpha", "8", "--targets", "c_attn,c_fc",
+              "--lr", "1e-2", "--batch-size", "4"]
+    assert main(common + ["--out", str(tmp_path / "adapter")]) == 0
+    assert main(common + ["--out", str(tmp_path / "merged"), "--merge"]) == 0
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and sorted(config["target_modules"]) == ["c_attn", "c_fc"]
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(src))
+    pm = peft.PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    merged = minislm.load(tmp_path / "merged")
+    np.testing.assert_allclose(hf_logits(pm, ids), minislm.forward(merged, ids), atol=1e-5)
+    assert main(["finetune", "--model", str(src), "--data", "toolcall", "--steps", "1",
+                 "--out", str(tmp_path / "x"), "--merge"]) == 2        # --merge without LoRA
+    assert "--lora-rank" in capsys.readouterr().err
+
+
+def test_distill_command(folders, tmp_path, capsys):
+    src = folders["llama"]
+    assert main(["distill", "--teacher", str(src), "--student", str(src), "--data", "toolcall",
+                 "--temperature", "2", "--alpha", "0.5", "--steps", "2", "--out",
+                 str(tmp_path / "student"), "--batch-size", "4"]) == 0
+    log = json.loads((tmp_path / "student" / "minislm_distill.json").read_text())
+    assert log["held_out_before"]["kd"] < 1e-6                       # student == teacher at start
+    assert minislm.load(tmp_path / "student").config == minislm.load(src).config
+    assert "KD" in capsys.readouterr().out

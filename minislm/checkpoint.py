@@ -49,7 +49,9 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     """bf16 is the high half of a float32: widen the uint16 bits and shift left by 16."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    wide = bits.astype(np.uint32)
+    wide <<= 16                      # in place: one float32-sized allocation per tensor
+    return wide.view(np.float32)
 
 
 def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:

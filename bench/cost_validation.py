@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import tempfile
@@ -198,7 +199,9 @@ def this_machine(context: int = 128, new_tokens: int = 24) -> list[str]:
         source=f"measured by bench/cost_validation.py, {datetime.date.today()}",
         bandwidth=bw["gemv"], peak_ops=bw["gemm"])
     out = ["## 2. This machine", "",
-           f"{platform.processor() or platform.machine()}, NumPy {np.__version__}. "
+           f"{platform.processor() or platform.machine()}, NumPy {np.__version__}, "
+           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when started "
+           "(other sessions share the machine). "
            f"Measured just before: read {bw['read'] / 1e9:.1f} GB/s (sum of 1 GiB), "
            f"GEMV 50257x768 {bw['gemv'] / 1e9:.1f} GB/s (used as the bandwidth), "
            f"GEMM 2048^2 {bw['gemm'] / 1e9:.0f} GFLOP/s (used as the peak). "

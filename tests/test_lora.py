@@ -178,3 +178,31 @@ def test_bad_targets_and_bad_adapter_files(checkpoints, tmp_path):
     folder = lora.save_adapter(lm, tmp_path / "llama_adapter")
     with pytest.raises(CheckpointError, match="lora_A"):
         lora.load_adapter(m, folder)            # a LLaMA adapter on a GPT-2 model
+
+
+def test_qlora_trains_over_a_quantized_base(checkpoints):
+    """QLoRA: the frozen base is a quantized tensor (dequantized on the fly); the adapter
+    forward and gradients equal LoRA over the dense dequantized weights. Every quantized
+    linear is a target: a bare quantized weight has no backward to pass gradients through."""
+    from minislm.quant.model_quant import quantize_model
+    from minislm.train.backward import loss_and_grads
+    m = minislm.load(checkpoints["gpt2"])
+    q, _ = quantize_model(m, "rtn", bits=4, group_size=16, progress=False)
+    ql = with_random_b(lora.add_lora(q, rank=4, alpha=8, targets=["c_attn", "c_proj", "c_fc"],
+                                         seed=5))
+    dense = ql.replace(params={name: (w.replace(base=w.base.dequantize())
+                                      if isinstance(w, lora.LoraLinear) else
+                                      (w if isinstance(w, np.ndarray) else w.dequantize()))
+                               for name, w in ql.params.items()})
+    ids = np.random.default_rng(0).integers(0, m.config.vocab_size, size=(2, 8))
+    np.testing.assert_allclose(minislm.forward(ql, ids), minislm.forward(dense, ids), atol=1e-5)
+    frozen = lambda name: False  # noqa: E731
+    loss_q, grads_q = loss_and_grads(ql, ids, ids, trainable=frozen)
+    loss_d, grads_d = loss_and_grads(dense, ids, ids, trainable=frozen)
+    assert abs(loss_q - loss_d) < 1e-5
+    for name in lora.lora_weights(ql):
+        for part in ("lora_A", "lora_B"):
+            np.testing.assert_allclose(grads_q[name][part], grads_d[name][part], atol=1e-5)
+    merged = lora.merge(ql)
+    assert isinstance(merged.params[next(iter(lora.lora_weights(ql)))], np.ndarray)
+    np.testing.assert_allclose(minislm.forward(merged, ids), minislm.forward(ql, ids), atol=1e-5)

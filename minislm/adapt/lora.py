@@ -95,12 +95,12 @@ class LoraLinear:
 
     def base_out_in(self) -> np.ndarray:
         """W₀ as a dense (out, in) array (dequantized if the base is quantized)."""
-        if isinstance(self.base, np.ndarray):
-            return self.base.T if self.fan_in_fan_out else self.base
-        W = np.asarray(self.base.dequantize(), dtype=self.A.dtype)  # quantizers use (out, in)
+        W = self.base if isinstance(self.base, np.ndarray) else \
+            np.asarray(self.base.dequantize(), dtype=self.A.dtype)  # checkpoint layout
+        W = W.T if self.fan_in_fan_out else W
         if W.shape != (self.B.shape[0], self.A.shape[1]):
-            raise CheckpointError(f"LoRA: the quantized base dequantizes to {W.shape}, expected "
-                                  f"(out, in) = {(self.B.shape[0], self.A.shape[1])}")
+            raise CheckpointError(f"LoRA: the base weight is {W.shape} as (out, in), expected "
+                                  f"{(self.B.shape[0], self.A.shape[1])}")
         return W
 
     def delta(self) -> np.ndarray:

@@ -225,3 +225,17 @@ def test_pruned_model_loads_in_transformers(models, tmp_path, family, method):
     for name, keep in pruned.extra_tensors["masks"].items():
         np.testing.assert_array_equal(back.extra_tensors["masks"][name], keep)
         np.testing.assert_array_equal(back.params[name], pruned.params[name])
+
+
+def test_magnitude_nm(models):
+    model = models["gpt2"]
+    pruned = magnitude_prune(model, nm="2:4")
+    for lin in families.linear_layers(model.config, model.prefix):
+        keep = out_in(pruned.extra_tensors["masks"][lin.name], lin.orientation)
+        assert np.all(zeros_per_group(keep, 4) == 2)
+        W = out_in(model.params[lin.name], lin.orientation)
+        groups = np.abs(W).reshape(W.shape[0], -1, 4)
+        k = keep.reshape(groups.shape).astype(bool)
+        assert np.all(np.where(~k, groups, -1).max(-1) <= np.where(k, groups, np.inf).min(-1))
+    with pytest.raises(ConfigError):
+        magnitude_prune(model)

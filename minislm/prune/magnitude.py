@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .masks import apply_masks, check_sparsity, lowest_mask, prunable_linears
+from .masks import apply_masks, check_sparsity, from_out_in, lowest_mask, nm_mask, out_in, \
+    parse_nm, prunable_linears
 
 
 def l1_unstructured_mask(W: np.ndarray, amount: float) -> np.ndarray:
@@ -46,15 +47,25 @@ def global_l1_masks(weights: dict, amount: float) -> dict:
     return masks
 
 
-def magnitude_prune(model, sparsity: float, scope: str = "layer", names=None):
+def magnitude_prune(model, sparsity: float | None = None, scope: str = "layer", names=None,
+                    nm=None):
     """A new model with unstructured L1 magnitude pruning of the block linear weights.
 
     scope "layer": each weight loses `sparsity` of its entries; "global": one threshold
-    across all of them. Biases, norms, embeddings and the LM head are not pruned.
+    across all of them. nm ('2:4', …): the N smallest |W| of every M consecutive
+    inputs instead (the magnitude baseline of the WANDA paper's N:M tables).
+    Biases, norms, embeddings and the LM head are not pruned.
     """
     linears = prunable_linears(model, names)
     weights = {lin.name: model.params[lin.name] for lin in linears}
-    if scope == "layer":
+    if (sparsity is None) == (nm is None):
+        raise ConfigError("magnitude pruning needs exactly one of sparsity (0–1) or nm ('N:M')")
+    if nm is not None:
+        n, m = parse_nm(nm)
+        masks = {lin.name: from_out_in(nm_mask(np.abs(out_in(weights[lin.name], lin.orientation)),
+                                               n, m, lin.name), lin.orientation)
+                 for lin in linears}
+    elif scope == "layer":
         masks = {n: l1_unstructured_mask(W, sparsity) for n, W in weights.items()}
     elif scope == "global":
         masks = global_l1_masks(weights, sparsity)

@@ -603,13 +603,112 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
                 f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
                 f"examples; cost model: {pc.eval['device']}. Each stage's model is in "
                 "`stages/NN_name/model/`.")
-    report = {"text": ""}
+    columns = [("label", "Stage"), ("options_text", "Options"), ("seconds", "Stage s")]
 
-    def on_row(rows):
-        report["text"] = write_report(out, "Compression report", preamble, report_rows(rows),
-                                      [("label", "Stage"), ("options_text", "Options"),
-                                       ("seconds", "Stage s")])
+    def on_row(rows, plots=False):       # the table after every stage, the plots at the end
+        return write_report(out, "Compression report", preamble, report_rows(rows), columns,
+                            plots=plots)
 
     _, rows = run_stages(model, planned, lambda st: stages_dir / st.label, ctx, pc.eval,
                          resume, on_row, baseline_folder=stages_dir / "00_baseline")
-    return rows, report["text"]
+    return rows, on_row(rows, plots=True)
+
+
+# ============================================================================ sweeps
+NONE_VALUES = (None, 0, "none", False, "")
+
+
+@dataclass
+class Axis:
+    name: str          # column title ("Depth", "N:M", "Quant")
+    stage: str         # the stage this axis sets
+    key: str           # the option it varies
+    values: list       # a value in NONE_VALUES leaves the stage out
+    options: dict      # the stage's fixed options
+
+
+def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
+    """The [[sweep.axis]] tables of a sweep config, checked."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("axis"), list) or \
+            not sweep["axis"]:
+        raise ConfigError(f"{where}: a sweep needs [[sweep.axis]] tables (name, stage, key, "
+                          "values, options)")
+    axes = []
+    for i, a in enumerate(sweep["axis"], 1):
+        w = f"{where} sweep.axis {i}"
+        unknown = sorted(set(a) - {"name", "stage", "key", "values", "options"})
+        _need(not unknown, w, f"unknown field(s) {unknown}")
+        _need(a.get("stage") in STAGES, w, f"stage must be one of {', '.join(STAGES)}, found "
+              f"{a.get('stage')!r}")
+        _need(a.get("key") in STAGES[a["stage"]][0], w, f"key must be an option of "
+              f"{a['stage']} ({sorted(STAGES[a['stage']][0])}), found {a.get('key')!r}")
+        _need(isinstance(a.get("values"), list) and a["values"], w, "values must be a "
+              "non-empty list")
+        axes.append(Axis(str(a.get("name", a["key"])), a["stage"], a["key"], a["values"],
+                         dict(a.get("options", {}))))
+    return axes
+
+
+def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
+    """Every point of the grid: ({axis name: value}, stage list), axes in their order."""
+    import itertools
+    points = []
+    for values in itertools.product(*(a.values for a in axes)):
+        stages = [{"name": a.stage, **a.options, a.key: v}
+                  for a, v in zip(axes, values) if v not in NONE_VALUES]
+        points.append(({a.name: v for a, v in zip(axes, values)}, stages))
+    return points
+
+
+def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True):
+    """Run every grid point; shared stage prefixes run once (DIR/cache/<key>_<stage>/).
+
+    Every point is validated before the first stage runs. A stage is reused when
+    a finished folder with the same key exists (the key hashes the input model and
+    every stage before it), so re-running a sweep only computes what is new.
+    Returns (rows, report Markdown).
+    """
+    from . import load
+    pc = pipeline_config(raw_config, model_path)
+    if pc.stages:
+        raise ConfigError("a sweep config sets its stages through [[sweep.axis]]; remove the "
+                          "[[stage]] tables")
+    axes = sweep_axes(raw_config)
+    model_dir = Path(pc.model)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
+    config = Config.from_file(model_dir / "config.json")
+    points = []
+    for values, stages in grid(axes):
+        label = " + ".join(f"{k} {v}" for k, v in values.items() if v not in NONE_VALUES)
+        try:
+            points.append((values, label or "baseline",
+                           plan(stages, config, str(model_dir.resolve()))))
+        except ConfigError as e:
+            raise ConfigError(f"sweep point {label or 'baseline'}: {e}") from None
+    out = Path(out)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    base = load(model_dir)
+    rows = []
+    columns = [("label", "Config")] + [(f"axis:{a.name}", a.name) for a in axes]
+    preamble = (f"Model `{pc.model}`; grid {' × '.join(f'{a.name} {a.values}' for a in axes)}"
+                f" = {len(points)} points. Perplexity: first {pc.eval['ppl_tokens']} tokens of "
+                f"{pc.eval['ppl_data'] or 'the corpus test split'}, windows of "
+                f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
+                f"examples; cost model: {pc.eval['device']}.")
+    for values, label, planned in points:
+        ctx = Context(out=out / "exports" / (planned[-1].key[:12] if planned else "baseline"),
+                      calibration=pc.calibration, progress=progress, seed=pc.seed)
+        _, stage_rows = run_stages(base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}",
+                                   ctx, pc.eval, resume=True,
+                                   baseline_folder=None if planned else cache / "baseline")
+        last = stage_rows[-1]
+        rows.append({"label": label, "metrics": last.metrics,
+                     "seconds": round(sum(r.seconds for r in stage_rows), 2),
+                     "folder": last.folder,
+                     **{f"axis:{k}": v if v not in NONE_VALUES else "–"
+                        for k, v in values.items()}})
+        write_report(out, "Sweep report", preamble, rows, columns, plots=False)
+    return rows, write_report(out, "Sweep report", preamble, rows, columns)

@@ -1,0 +1,33 @@
+"""`minislm sweep`: run a grid of pipelines (e.g. depth × N:M × quantization) and tabulate it."""
+from __future__ import annotations
+
+import time
+
+NAME = "sweep"
+HELP = "run a grid of compression pipelines and write one table (LLaMA thesis Table A.1/A.2)"
+
+
+def add_arguments(p):
+    p.add_argument("--config", required=True, help="sweep TOML with [[sweep.axis]] tables "
+                   "(see configs/sweep_tiny.toml)")
+    p.add_argument("--model", help="HF checkpoint folder (overrides the config's model)")
+    p.add_argument("--out", required=True, help="output folder (cache/, report.md)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
+    p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
+
+
+def run(args) -> int:
+    from ..evaluate.runlog import append_run
+    from ..pipeline import load_config, sweep
+    start = time.perf_counter()
+    raw = load_config(args.config)
+    rows, report = sweep(raw, args.out, args.model, progress=not args.quiet)
+    wall = time.perf_counter() - start
+    print(report)
+    print(f"report: {args.out}/report.md  ({wall:.1f} s, {len(rows)} points)")
+    if not args.no_log:
+        append_run("sweep", {"config": args.config, "model": args.model, "out": args.out,
+                             "sweep": raw},
+                   {r["label"]: r["metrics"] for r in rows}, wall, args.runs)
+    return 0

@@ -1,0 +1,204 @@
+"""The compression pipeline: up-front validation, stage folders and done-markers,
+resume, the report, sweeps with shared prefixes, and the CLI commands.
+
+Models are tiny random checkpoints (see test_eval.tiny_model); evaluation is
+cut to a few hundred tokens so each pipeline runs in seconds.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minislm
+from minislm import pipeline
+from minislm.config import Config
+from minislm.errors import ConfigError, MinislmError
+
+from test_eval import tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model and, beside it, a small text for calibration and perplexity (building
+    the default corpus takes seconds; these tests only need some text)."""
+    from minislm.data.tasks import task_texts
+    folder = tmp_path_factory.mktemp("pipe")
+    (folder / "text.txt").write_text("\n".join(task_texts("toolcall")[:300]))
+    return tiny_model(folder / "gpt2", n_layer=3, d_model=32, d_ff=64)
+
+
+def config(model_dir, *stages, **top):
+    text = str(model_dir.parent / "text.txt")
+    return {"model": str(model_dir),
+            "eval": {"ppl_tokens": 200, "seqlen": 32, "ppl_data": text, "toolcall": 0, "qa": 0,
+                     "speed": False, "device": "siracusa"},
+            "calibration": {"samples": 4, "seqlen": 32, "data": text},
+            "stage": list(stages), **top}
+
+
+@pytest.mark.parametrize("stage, match", [
+    ({"name": "distill_everything"}, "unknown stage"),
+    ({"name": "quantize", "bitz": 4}, "unknown option"),
+    ({"name": "depth_prune", "layers": 3}, "layers"),
+    ({"name": "width_prune", "nm": "4:4"}, "0 < N < M"),
+    ({"name": "width_prune", "nm": "5:8"}, None),
+    ({"name": "width_prune", "nm": "1:3"}, "does not divide"),
+    ({"name": "width_prune", "sparsity": 1.2}, r"\[0, 1\)"),
+    ({"name": "width_prune", "nm": "2:4", "sparsity": 0.5}, "exactly one"),
+    ({"name": "quantize", "group_size": 48}, "group_size 48 does not divide"),
+    ({"name": "quantize", "bits": 1}, "bits"),
+    ({"name": "quantize", "scheme": "int3-gx"}, "scheme"),
+    ({"name": "eora", "rank": 4}, "put a 'quantize' stage before"),
+    ({"name": "export", "formats": ["onnx"]}, "formats"),
+])
+def test_bad_configs_fail_before_any_work(model_dir, tmp_path, stage, match):
+    out = tmp_path / "out"
+    cfg = config(model_dir, stage)
+    if match is None:                          # a valid stage: planning succeeds
+        planned = pipeline.plan(cfg["stage"], Config.from_file(model_dir / "config.json"), "m")
+        assert planned[0].options["nm"] == "5:8"
+        return
+    with pytest.raises(ConfigError, match=match):
+        pipeline.compress(cfg, out, progress=False)
+    assert not out.exists()
+
+
+def test_order_rules(model_dir, tmp_path):
+    cfg = config(model_dir, {"name": "quantize", "method": "rtn", "group_size": 32},
+                 {"name": "width_prune", "nm": "2:4"})
+    with pytest.raises(ConfigError, match="after a quantize stage"):
+        pipeline.compress(cfg, tmp_path / "o", progress=False)
+    with pytest.raises(ConfigError, match="unknown top-level"):
+        pipeline.compress({"modle": "x"}, tmp_path / "o", progress=False)
+
+
+def test_depth_check_predicts_shape(model_dir):
+    cfg = Config.from_file(model_dir / "config.json")
+    planned = pipeline.plan([{"name": "depth_prune", "layers": 2},
+                             {"name": "quantize", "group_size": 32}], cfg, "m")
+    assert planned[0].config.n_layer == 1 and planned[0].key != planned[1].key
+
+
+def test_compress_runs_saves_and_resumes(model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    cfg = config(model_dir, {"name": "width_prune", "method": "wanda", "nm": "2:4"},
+                 {"name": "quantize", "method": "rtn", "bits": 8, "group_size": 32},
+                 {"name": "export", "formats": ["hf"]})
+    rows, report = pipeline.compress(cfg, out, progress=False)
+    assert [r.label for r in rows] == ["baseline", "01_width_prune", "02_quantize", "03_export"]
+    for r in rows[1:]:
+        assert (out / "stages" / r.label / "done.json").exists()
+        assert (out / "stages" / r.label / "model" / "config.json").exists()
+    pruned = minislm.load(out / "stages" / "01_width_prune" / "model")
+    W = pruned.params["transformer.h.0.mlp.c_fc.weight"].T          # [out, in]
+    assert np.all((W.reshape(W.shape[0], -1, 4) == 0).sum(-1) >= 2)  # every group of 4: 2 zeros
+    assert rows[1].metrics["params_nonzero"] < rows[0].metrics["params_nonzero"]
+    assert rows[2].metrics["bytes"] < rows[1].metrics["bytes"]      # int8 codes on disk
+    assert all(np.isfinite(r.metrics["perplexity"]) for r in rows)
+    assert (out / "export" / "hf" / "config.json").exists()
+    text = (out / "report.md").read_text()
+    assert "| 02_quantize |" in text and "PPL" in text and text == report
+    assert "fits" in rows[0].metrics["verdict"]
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage was run again")
+    for name in ("width_prune", "quantize", "export"):
+        defaults, check, _ = pipeline.STAGES[name]
+        monkeypatch.setitem(pipeline.STAGES, name, (defaults, check, boom))
+    again, _ = pipeline.compress(cfg, out, resume=True, progress=False)
+    assert all(r.resumed for r in again)
+    assert [r.metrics for r in again] == [r.metrics for r in rows]
+
+
+def test_resume_redoes_a_changed_stage(model_dir, tmp_path):
+    out = tmp_path / "out"
+    first = config(model_dir, {"name": "quantize", "method": "rtn", "bits": 8, "group_size": 32})
+    pipeline.compress(first, out, progress=False)
+    second = config(model_dir, {"name": "quantize", "method": "rtn", "bits": 4, "group_size": 32})
+    rows, _ = pipeline.compress(second, out, resume=True, progress=False)
+    assert rows[0].resumed and not rows[1].resumed
+    assert json.loads((out / "stages" / "01_quantize" / "done.json").read_text()
+                      )["options"]["bits"] == 4
+
+
+def test_eora_after_gptq_lowers_error(model_dir, tmp_path):
+    cfg = config(model_dir, {"name": "quantize", "method": "gptq", "bits": 3, "group_size": 32},
+                 {"name": "eora", "rank": 8})
+    cfg["eval"]["ppl_tokens"] = 400
+    rows, _ = pipeline.compress(cfg, tmp_path / "out", progress=False)
+    base, quant, eora = (r.metrics["perplexity"] for r in rows)
+    assert abs(np.log(eora) - np.log(base)) <= abs(np.log(quant) - np.log(base)) + 1e-3
+
+
+def test_missing_technique_is_a_clear_error(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "minislm.prune.depth", None)    # as if not written yet
+    cfg = config(model_dir, {"name": "depth_prune", "layers": 1})
+    with pytest.raises(MinislmError, match="needs minislm.prune.depth"):
+        pipeline.compress(cfg, tmp_path / "out", progress=False)
+
+
+def test_sweep_grid_shares_prefixes(model_dir, tmp_path):
+    raw = config(model_dir)
+    del raw["stage"]
+    raw["sweep"] = {"axis": [
+        {"name": "N:M", "stage": "width_prune", "key": "nm", "values": ["none", "2:4"],
+         "options": {"method": "wanda"}},
+        {"name": "Quant", "stage": "quantize", "key": "scheme",
+         "values": ["none", "int8", "int4-g32"], "options": {"method": "rtn"}}]}
+    rows, text = pipeline.sweep(raw, tmp_path / "sw", progress=False)
+    assert [r["label"] for r in rows] == ["baseline", "Quant int8", "Quant int4-g32", "N:M 2:4",
+                                         "N:M 2:4 + Quant int8", "N:M 2:4 + Quant int4-g32"]
+    folders = sorted(p.name.split("_")[-1] for p in (tmp_path / "sw" / "cache").iterdir())
+    assert folders == ["baseline", "prune"] + ["quantize"] * 4     # width_prune ran once
+    sizes = {r["label"]: r["metrics"]["bytes"] for r in rows}
+    assert sizes["Quant int4-g32"] < sizes["Quant int8"] < sizes["baseline"]
+    assert "| N:M 2:4 + Quant int8 | 2:4 | int8 |" in text
+    bad = dict(raw, sweep={"axis": [{"name": "D", "stage": "depth_prune", "key": "layers",
+                                     "values": [0, 5]}]})
+    with pytest.raises(ConfigError, match="sweep point D 5"):
+        pipeline.sweep(bad, tmp_path / "sw2", progress=False)
+
+
+def test_shipped_configs_parse():
+    for path in sorted((REPO / "configs").glob("*.toml")):
+        raw = pipeline.load_config(path)
+        pc = pipeline.pipeline_config(raw, where=str(path))
+        if "sweep" in raw:
+            assert pipeline.grid(pipeline.sweep_axes(raw, str(path)))
+        model = REPO / pc.model
+        if (model / "config.json").exists():
+            if "sweep" in raw:
+                for _, stages in pipeline.grid(pipeline.sweep_axes(raw)):
+                    pipeline.plan(stages, Config.from_file(model / "config.json"), "m")
+            else:
+                pipeline.plan(pc.stages, Config.from_file(model / "config.json"), "m")
+
+
+def test_default_config_file_matches_builtin():
+    path = REPO / "configs" / "default.toml"
+    if not path.exists():
+        pytest.skip("configs/default.toml not written")
+    raw = pipeline.load_config(path)
+    assert raw["stage"] == pipeline.DEFAULT_PIPELINE["stage"]
+
+
+def test_compress_cli_errors(model_dir, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'model = "{model_dir}"\n[[stage]]\nname = "width_prune"\nnm = "8:4"\n')
+    done = subprocess.run([sys.executable, "-m", "minislm", "compress", "--config", str(bad),
+                           "--out", str(tmp_path / "o"), "--no-log"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 2 and "0 < N < M" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+    bad.write_text("model = [unclosed\n")
+    done = subprocess.run([sys.executable, "-m", "minislm", "sweep", "--config", str(bad),
+                           "--out", str(tmp_path / "o"), "--no-log"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 2 and "not valid TOML" in done.stderr

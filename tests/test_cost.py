@@ -319,3 +319,29 @@ def test_cost_of_a_model_folder_measures_sparsity_and_reads_quantization_config(
     args.model = str(tmp_path / "missing")
     with pytest.raises(MinislmError):
         cost_command.run(args)
+
+
+def test_sparsity_survives_minislm_quantization(tmp_path):
+    """Pruned then 4-bit quantized: the zeros are read back from the packed codes."""
+    import minislm
+    from minislm.hardware.folder import read_model_folder
+    from minislm.model.families import expected_shapes
+    from minislm.quant.model_quant import quantize_model
+    config = tiny_gpt2()
+    rng = np.random.default_rng(1)
+    tensors = {}
+    for name, shape in expected_shapes(config).items():
+        W = rng.standard_normal(shape).astype(np.float32) * 0.1
+        if W.ndim == 2 and ".h." in f".{name}":
+            W[::2, :] = 0.0                             # GPT-2 Conv1D (in, out): half the inputs
+        tensors[name] = W
+    write_folder(tmp_path / "pruned", config.to_hf_dict(), tensors)
+    model = minislm.load(tmp_path / "pruned")
+    quantized, _ = quantize_model(model, method="rtn", bits=4, group_size=16, progress=False)
+    minislm.save(quantized, tmp_path / "q4")
+    info = read_model_folder(tmp_path / "q4")
+    assert (info["weight_bits"], info["group_size"], info["embedding_bits"]) == (4, 16, 32)
+    assert 0.5 <= info["sparsity"] < 0.6                # pruned zeros + codes that hit q = z
+    r = estimate(info["config"], "jetson-nano", context=16, weight_bits=4, group_size=16,
+                 sparsity=info["sparsity"], embedding_bits=32)
+    assert r["fits"] and r["weight_bytes_by_part"]["embeddings"] == 4 * (80 + 256) * 32

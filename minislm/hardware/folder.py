@@ -4,10 +4,12 @@
   * bits: `config.json["quantization_config"]` when written by minislm
     (`{"quant_method": "minislm", "bits": b, "group_size": g, "sym": ...}`), else
     the float width of the stored linear weights (F32 -> 32, F16/BF16 -> 16);
-  * sparsity: the fraction of exact zeros in the float linear weights of the blocks,
-    s = Σ #(W == 0) / Σ #W, read one tensor at a time (memory-mapped).
-A quantized model stored dequantized counts codes that round to 0 as zeros too:
-that is what a bitmap format could skip, so it is the right number for storage.
+  * sparsity: the fraction of exact zeros in the linear weights of the blocks,
+    s = Σ #(Ŵ == 0) / Σ #Ŵ, read one tensor at a time (memory-mapped). Float
+    weights are compared with 0; minislm's packed codes are zero where s·(q − z) = 0,
+    i.e. q = z (or a zero scale), counted block by block with `QuantizedTensor`.
+Codes that merely round to 0 count as zeros too: a bitmap format could skip them,
+so this is the right number for storage.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import numpy as np
 
 from ..checkpoint import checkpoint_files, read_header, read_safetensors
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..model.families import detect_prefix, embedding_name, linear_layers
+from ..quant.qlinear import QuantizedTensor
 
 FLOAT_CODES = {"F64": 32, "F32": 32, "F16": 16, "BF16": 16}
 
@@ -64,20 +67,42 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
 
     sparsity = 0.0
     if measure_sparsity:
+        file_of = {name: file for file, header in headers.items() for name in header}
         zeros = total = 0
-        for file, header in headers.items():
-            for name, entry in header.items():
-                if name in linear_names and entry["dtype"] in FLOAT_CODES:
-                    W = read_safetensors(file, names={name})[name]
-                    zeros += int(np.count_nonzero(W == 0))
-                    total += W.size
+        for lin in linear_layers(config, prefix):
+            stored = headers[file_of[lin.name]][lin.name]["dtype"] if lin.name in file_of else None
+            if stored in FLOAT_CODES:
+                W = read_safetensors(file_of[lin.name], names={lin.name})[lin.name]
+                zeros, total = zeros + int(np.count_nonzero(W == 0)), total + W.size
+            elif lin.name[: -len("weight")] + "qweight" in file_of:
+                z, n = _packed_zeros(lin, file_of, weight_bits, group_size)
+                zeros, total = zeros + z, total + n
         if total:
             sparsity = zeros / total
             notes.append(f"sparsity {sparsity:.4f} measured: exact zeros in {total:,} "
-                         "float linear weights")
+                         "linear weights")
         else:
-            notes.append("no float linear weights to measure sparsity from (packed codes): "
-                         "sparsity 0 unless --sparsity is given")
+            notes.append("no linear weights found to measure sparsity from: sparsity 0")
     return {"config": config, "weight_bits": weight_bits, "embedding_bits": embedding_bits,
             "group_size": group_size, "sym": sym, "eora_rank": eora_rank,
             "sparsity": sparsity, "notes": notes}
+
+
+def _packed_zeros(lin, file_of: dict, bits: int, group_size: int) -> tuple[int, int]:
+    """(#zeros, #weights) of one packed minislm weight: Ŵ = s·(q − z) == 0, by row blocks."""
+    base = lin.name[: -len("weight")]
+    parts = {}
+    for part in ("qweight", "scales", "zeros"):
+        name = base + part
+        if name in file_of:
+            parts[part] = read_safetensors(file_of[name], names={name})[name]
+    if "scales" not in parts:
+        raise CheckpointError(f"tensor '{base}scales' is missing (needed by '{base}qweight')")
+    Q = QuantizedTensor(np.asarray(parts["qweight"], np.uint8),
+                        np.asarray(parts["scales"]).astype(np.float16),
+                        None if "zeros" not in parts else np.asarray(parts["zeros"], np.uint8),
+                        bits, group_size, lin.d_out, lin.d_in, lin.orientation)
+    rows = max(1, (1 << 20) // lin.d_in)
+    zeros = sum(int(np.count_nonzero(Q.dequantize_rows(r, min(r + rows, lin.d_out)) == 0))
+                for r in range(0, lin.d_out, rows))
+    return zeros, lin.d_out * lin.d_in

@@ -20,6 +20,7 @@ when unpickled: minislm refuses them and never unpickles.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -82,7 +83,7 @@ def read_header(path) -> tuple[dict, dict, int]:
         raise CheckpointError(f"{path}: cannot read ({e})") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON, huge ints
         raise CheckpointError(f"{path}: header is not valid UTF-8 JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: header must be a JSON object, found "
@@ -97,7 +98,7 @@ def read_header(path) -> tuple[dict, dict, int]:
         if not isinstance(entry, dict):
             raise CheckpointError(f"{where}: entry must be an object")
         code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if code not in DTYPES:
+        if not isinstance(code, str) or code not in DTYPES:
             raise CheckpointError(f"{where}: unknown dtype {code!r} (expected one of "
                                   f"{sorted(DTYPES)})")
         if (not isinstance(shape, list) or
@@ -108,7 +109,7 @@ def read_header(path) -> tuple[dict, dict, int]:
                 not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
             raise CheckpointError(f"{where}: data_offsets must be [begin, end], found {offsets!r}")
         begin, end = offsets
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize
+        expected = math.prod(shape) * DTYPES[code].itemsize      # Python ints: no overflow
         if not 0 <= begin <= end <= data_len:
             raise CheckpointError(f"{where}: data_offsets {offsets} fall outside the "
                                   f"{data_len}-byte data section (file truncated?)")
@@ -167,7 +168,8 @@ def checkpoint_files(folder) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             files = sorted(set(weight_map.values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        except (OSError, ValueError, RecursionError, KeyError, TypeError,
+                AttributeError) as e:  # ValueError covers JSON and UTF-8 decoding errors
             raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object of "
                                   f"tensor -> shard file ({e!r})") from None
         paths = []

@@ -1,8 +1,9 @@
 """The `minislm` command line: one subcommand per module in `minislm/commands/`.
 
 Each command module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
-A `MinislmError` is printed as one line and exits with status 2 (`--debug`
-shows the traceback); Ctrl-C stops cleanly with status 130.
+A `MinislmError` — or an OSError (permission denied, disk full) or MemoryError —
+is printed as one line and exits with status 2 (`--debug` shows the traceback);
+Ctrl-C stops cleanly with status 130.
 """
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print(f"minislm: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as e:   # disk full, permission denied, out of memory
+        if args.debug:
+            raise
+        what = "out of memory" if isinstance(e, MemoryError) else str(e)
+        print(f"minislm: error: {what} ({type(e).__name__})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("minislm: interrupted; finished files are complete, partial ones were not "

@@ -30,6 +30,23 @@ from .errors import ConfigError
 FAMILIES = ("gpt2", "llama")
 ROPE_TYPES = ("default", "linear", "llama3")
 GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# config.json key of each Config field, so error messages name what the user sees in the file
+HF_KEYS = {
+    "gpt2": {"d_model": "n_embd", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "n_inner",
+             "max_position": "n_positions", "norm_eps": "layer_norm_epsilon"},
+    "llama": {"d_model": "hidden_size", "n_layer": "num_hidden_layers",
+              "n_head": "num_attention_heads", "n_kv_head": "num_key_value_heads",
+              "d_ff": "intermediate_size", "max_position": "max_position_embeddings",
+              "norm_eps": "rms_norm_eps"},
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +93,14 @@ class Config:
     def validate(self, where: str = "config") -> None:
         def need(cond, field, expected, found):
             if not cond:
+                field = HF_KEYS.get(self.family, {}).get(field, field)
                 raise ConfigError(f"{where}: field '{field}' must be {expected}, found {found!r}")
 
         need(self.family in FAMILIES, "model_type", f"one of {FAMILIES}", self.family)
         for field in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "head_dim",
                       "d_ff", "max_position"):
             value = getattr(self, field)
-            need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                 field, "a positive integer", value)
+            need(_is_int(value) and value > 0, field, "a positive integer", value)
         need(self.n_head % self.n_kv_head == 0, "num_key_value_heads",
              f"a divisor of the number of heads ({self.n_head})", self.n_kv_head)
         if self.family == "gpt2":
@@ -93,22 +110,27 @@ class Config:
                  self.n_kv_head)
         need(self.head_dim % 2 == 0 or self.family == "gpt2", "head_dim",
              "even (RoPE rotates pairs)", self.head_dim)
-        need(isinstance(self.norm_eps, (int, float)) and math.isfinite(self.norm_eps)
-             and self.norm_eps > 0, "norm eps", "a positive float", self.norm_eps)
-        need(isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0,
-             "rope_theta", "a positive number", self.rope_theta)
+        need(_is_number(self.norm_eps) and math.isfinite(self.norm_eps) and self.norm_eps > 0,
+             "norm_eps", "a positive float", self.norm_eps)
+        need(_is_number(self.rope_theta) and math.isfinite(self.rope_theta) and
+             self.rope_theta > 0, "rope_theta", "a positive number", self.rope_theta)
+        for field in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, field)
+            ids = value if isinstance(value, (list, tuple)) else [value]
+            need(value is None or all(_is_int(i) and i >= 0 for i in ids), field,
+                 "null, a non-negative token id or a list of them", value)
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             need(kind in ROPE_TYPES, "rope_scaling.rope_type", f"one of {ROPE_TYPES}", kind)
             if kind in ("linear", "llama3"):
                 factor = self.rope_scaling.get("factor")
-                need(isinstance(factor, (int, float)) and factor > 0, "rope_scaling.factor",
+                need(_is_number(factor) and factor > 0, "rope_scaling.factor",
                      "a positive number", factor)
             if kind == "llama3":
                 for key in ("low_freq_factor", "high_freq_factor",
                             "original_max_position_embeddings"):
                     value = self.rope_scaling.get(key)
-                    need(isinstance(value, (int, float)) and value > 0,
+                    need(_is_number(value) and value > 0,
                          f"rope_scaling.{key}", "a positive number", value)
                 need(self.rope_scaling["high_freq_factor"] != self.rope_scaling["low_freq_factor"],
                      "rope_scaling.high_freq_factor", "different from low_freq_factor",
@@ -135,6 +157,17 @@ class Config:
                 raise ConfigError(f"{where}: missing field '{keys[0]}'")
             return default
 
+        def number(key, default):  # ints become floats; anything else is left for validate()
+            value = get(key, default=default)
+            return float(value) if _is_number(value) else value
+
+        def boolean(key, default):
+            value = get(key, default=default)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: field '{key}' must be true or false, "
+                                  f"found {value!r}")
+            return value
+
         if model_type == "gpt2":
             act = get("activation_function", default="gelu_new")
             if act not in GPT2_ACTIVATIONS:
@@ -151,9 +184,9 @@ class Config:
                 family="gpt2", vocab_size=get("vocab_size"), d_model=C, n_layer=get("n_layer"),
                 n_head=H, n_kv_head=H, head_dim=head_dim,
                 d_ff=get("n_inner", default=None) or (4 * C if isinstance(C, int) else C),
-                norm_eps=float(get("layer_norm_epsilon", default=1e-5)),
+                norm_eps=number("layer_norm_epsilon", 1e-5),
                 max_position=get("n_positions", "n_ctx"),
-                tied=bool(get("tie_word_embeddings", default=True)),
+                tied=boolean("tie_word_embeddings", True),
                 bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), raw=d)
             if not cfg.tied:
                 raise ConfigError(f"{where}: GPT-2 with an untied LM head is not supported")
@@ -169,12 +202,12 @@ class Config:
                 n_layer=get("num_hidden_layers"), n_head=H,
                 n_kv_head=get("num_key_value_heads", default=H),
                 head_dim=get("head_dim", default=default_hd),
-                d_ff=get("intermediate_size"), norm_eps=float(get("rms_norm_eps", default=1e-6)),
+                d_ff=get("intermediate_size"), norm_eps=number("rms_norm_eps", 1e-6),
                 max_position=get("max_position_embeddings", default=2048),
-                tied=bool(get("tie_word_embeddings", default=False)),
+                tied=boolean("tie_word_embeddings", False),
                 rope_theta=theta, rope_scaling=scaling,
-                attention_bias=bool(get("attention_bias", default=False)),
-                mlp_bias=bool(get("mlp_bias", default=False)),
+                attention_bias=boolean("attention_bias", False),
+                mlp_bias=boolean("mlp_bias", False),
                 bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), raw=d)
         cfg.validate(where)
         return cfg
@@ -190,7 +223,7 @@ class Config:
             raise ConfigError(f"{path}: cannot read as UTF-8 text ({e})") from None
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # ValueError: bad JSON or a huge integer
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         return cls.from_hf_dict(d, where=str(path))
 

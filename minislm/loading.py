@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import resources
 from .checkpoint import (PICKLE_SUFFIXES, atomic_write_bytes, atomic_write_text,
-                         read_checkpoint, write_safetensors)
+                         checkpoint_files, read_checkpoint, read_header, write_safetensors)
 from .config import Config
-from .errors import CheckpointError, NumericalError
+from .errors import CheckpointError, InputError, NumericalError
 from .model import Model, families
 from .tokenizer import TOKENIZER_FILES, load_tokenizer
 
@@ -25,6 +26,8 @@ MASKS_FILE = "masks.safetensors"
 
 def resolve_folder(path) -> Path:
     """A checkpoint folder from a path; a single pickle file is refused with an explanation."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"expected a checkpoint folder path, found {type(path).__name__}")
     path = Path(path)
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
@@ -49,7 +52,15 @@ def load(path, dtype=np.float32) -> Model:
     folder = resolve_folder(path)
     config = Config.from_file(folder / "config.json")
     raw_config = config.raw
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind != "f":
+        raise InputError(f"load: dtype must be a floating-point type such as np.float32, "
+                         f"found {dtype!r}")
+    entries = [e for p in checkpoint_files(folder) for e in read_header(p)[0].values()]
+    resources.check_load(folder, config, entries, dtype.itemsize)   # before any allocation
     tensors, metadata = read_checkpoint(folder, dtype=dtype)
     quant = raw_config.get("quantization_config")
     if isinstance(quant, dict) and quant.get("quant_method") == "minislm":
@@ -85,7 +96,12 @@ def load(path, dtype=np.float32) -> Model:
     masks_path = folder / MASKS_FILE
     if masks_path.exists():
         from .checkpoint import read_safetensors
-        model.extra_tensors["masks"] = dict(read_safetensors(masks_path))
+        masks = dict(read_safetensors(masks_path))
+        for name, mask in masks.items():
+            if name not in params or tuple(mask.shape) != tuple(params[name].shape):
+                raise CheckpointError(f"{masks_path}: mask '{name}' of shape {mask.shape} does "
+                                      "not match a weight of the model (same name and shape)")
+        model.extra_tensors["masks"] = masks
     for key in ("quantization_config", "sparsity_config"):
         if key in raw_config:
             model.extra_config[key] = raw_config[key]

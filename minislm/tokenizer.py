@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import TokenizerError
+from .errors import InputError, TokenizerError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "generation_config.json")
@@ -30,7 +30,9 @@ def load_tokenizer(folder, vocab_size: int | None = None):
             tok.decoder = decoders.ByteLevel()
         else:
             return None
-    except Exception as e:  # the tokenizers library raises plain Exception subclasses
+    except BaseException as e:  # the tokenizers library raises plain Exceptions (and Rust panics)
+        if not _library_error(e):
+            raise
         raise TokenizerError(f"{path}: cannot be parsed as a Hugging Face tokenizer ({e})") \
             from None
     if vocab_size is not None and tok.get_vocab_size() > vocab_size:
@@ -39,13 +41,30 @@ def load_tokenizer(folder, vocab_size: int | None = None):
     return tok
 
 
+def _library_error(e: BaseException) -> bool:
+    """An error of the input file: any Exception, or a Rust panic surfacing as pyo3's
+    PanicException (a BaseException) — but never Ctrl-C or SystemExit."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
 def encode(tokenizer, text: str) -> list[int]:
     if tokenizer is None:
         raise TokenizerError("this model folder has no tokenizer.json; pass token ids instead")
+    if not isinstance(text, str):
+        raise InputError(f"encode: expected text (str), found {type(text).__name__}")
     return tokenizer.encode(text).ids
 
 
 def decode(tokenizer, ids) -> str:
+    """Text of token ids (ids the tokenizer does not know are skipped, as transformers does)."""
     if tokenizer is None:
         raise TokenizerError("this model folder has no tokenizer.json")
-    return tokenizer.decode([int(i) for i in ids])
+    try:
+        ids = [int(i) for i in ids]
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"decode: expected a sequence of integer token ids, found "
+                         f"{ids!r:.80}") from None
+    bad = [i for i in ids if not 0 <= i < 2 ** 32]
+    if bad:
+        raise InputError(f"decode: token ids must be non-negative, found {bad[:5]}")
+    return tokenizer.decode(ids)

@@ -19,12 +19,17 @@ has one slot per entry of that sequence.
 `observer(name, x)` is called with the input of every linear layer (named by
 its checkpoint weight name) — calibration for pruning and quantization hooks
 in here without a second forward implementation.
+
+`check_numerics=True` (opt-in: it costs a pass over every activation) raises
+NumericalError at the first linear whose input holds NaN/Inf, or the first
+block whose output does, naming that layer — e.g. a weight so large that
+float32 overflows.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NumericalError
 from . import families
 from .cache import KVCache
 from .layers import apply_rope, attention, gelu_tanh, layer_norm, linear, rms_norm, \
@@ -33,7 +38,10 @@ from .layers import apply_rope, attention, gelu_tanh, layer_norm, linear, rms_no
 
 def check_ids(model, input_ids) -> np.ndarray:
     """input_ids as an int64 [B, T] array, every id inside the vocabulary."""
-    ids = np.asarray(input_ids)
+    try:
+        ids = np.asarray(input_ids)
+    except (ValueError, TypeError, OverflowError):     # ragged lists, unconvertible objects
+        raise InputError("input_ids must be a rectangular [B, T] array of token ids") from None
     if ids.ndim == 1:
         ids = ids[None, :]
     if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
@@ -49,6 +57,24 @@ def check_ids(model, input_ids) -> np.ndarray:
         raise InputError(f"token ids must lie in [0, {V}) (vocab_size of the model), "
                          f"found min {ids.min()} max {ids.max()}")
     return ids.astype(np.int64, copy=False)
+
+
+def check_finite(what: str, x: np.ndarray) -> None:
+    """NumericalError naming `what` if x holds NaN or Inf."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise NumericalError(f"NaN/Inf in activations: {what} has {x.size - int(finite.sum())} "
+                             f"of {x.size} values not finite (overflowing or corrupted weights "
+                             "before this point?)")
+
+
+def _checking(observer):
+    """An observer that checks every linear input, then calls `observer`."""
+    def check(name, x):
+        check_finite(f"the input of '{name}'", x)
+        if observer is not None:
+            observer(name, x)
+    return check
 
 
 def _lin(model, name, x, observer=None):
@@ -104,19 +130,26 @@ def llama_block(model, i, x, start, rope, cache=None, slot=None, observer=None):
 
 
 def forward(model, input_ids, cache: KVCache | None = None, layers=None, observer=None,
-            hidden_states: list | None = None):
+            hidden_states: list | None = None, check_numerics: bool = False):
     """Logits [B, T, V] for input_ids [B, T] (a 1-D input gives [T, V]).
 
     cache: a `KVCache`; positions continue from `cache.length` and the new keys
     and values are appended. layers: block order (default 0 … L−1).
     hidden_states: if a list is given, the residual stream before the first block
     and after every block is appended to it (before the final norm).
+    check_numerics: raise NumericalError naming the first layer that sees NaN/Inf.
     """
-    one_d = np.asarray(input_ids).ndim == 1
     ids = check_ids(model, input_ids)
+    one_d = np.ndim(input_ids) == 1
     cfg, P = model.config, model.params
     B, T = ids.shape
     layers = list(range(cfg.n_layer)) if layers is None else list(layers)
+    for i in layers:
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < cfg.n_layer:
+            raise InputError(f"layers: block index {i!r} out of range for a {cfg.n_layer}-layer "
+                             "model (expected integers in [0, n_layer))")
+    if check_numerics:
+        observer = _checking(observer)
     start = cache.length if cache is not None else 0
     if start + T > cfg.max_position:
         raise InputError(f"sequence of {start + T} tokens exceeds the model's "
@@ -134,12 +167,13 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     if hidden_states is not None:
         hidden_states.append(x)
     for slot, i in enumerate(layers):
-        if not 0 <= i < cfg.n_layer:
-            raise InputError(f"layer index {i} out of range for a {cfg.n_layer}-layer model")
         if cfg.family == "gpt2":
             x = gpt2_block(model, i, x, start, cache, slot, observer)
         else:
             x = llama_block(model, i, x, start, rope, cache, slot, observer)
+        if check_numerics:
+            check_finite(f"the output of block {i} "
+                         f"('{families.block_prefix(cfg, model.prefix, i)}')", x)
         if hidden_states is not None:
             hidden_states.append(x)
     if cache is not None:
@@ -153,4 +187,6 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     if observer is not None:
         observer(head, x)
     logits = linear(x, P[head], None, "out_in")                              # [B, T, V]
+    if check_numerics:
+        check_finite(f"the logits (output of '{head}')", logits)
     return logits[0] if one_d else logits

@@ -44,18 +44,28 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
     with their stop token while other rows go on; generation ends when all rows
     have stopped. on_token(step, tokens[B]) is called after every step (streaming).
     """
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    def is_real(v):
+        return is_int(v) or isinstance(v, (float, np.floating))
+
+    if not is_int(max_new_tokens) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be a non-negative int, found {max_new_tokens!r}")
-    for name, value, ok in (("temperature", temperature, temperature is None or temperature >= 0),
-                            ("top_k", top_k, top_k is None or top_k >= 1),
-                            ("top_p", top_p, top_p is None or 0.0 < top_p <= 1.0)):
+    for name, value, ok in (
+            ("temperature", temperature, temperature is None or
+             (is_real(temperature) and temperature >= 0)),
+            ("top_k", top_k, top_k is None or (is_int(top_k) and top_k >= 1)),
+            ("top_p", top_p, top_p is None or (is_real(top_p) and 0.0 < top_p <= 1.0))):
         if not ok:
-            raise InputError(f"{name} out of range: {value!r}")
-    one_d = np.asarray(input_ids).ndim == 1
+            raise InputError(f"{name} out of range: {value!r} (expected temperature ≥ 0, "
+                             "integer top_k ≥ 1, 0 < top_p ≤ 1)")
     ids = check_ids(model, input_ids)
+    one_d = np.ndim(input_ids) == 1
     stop = set(model.config.eos_ids if stop_tokens is None else stop_tokens)
     rng = np.random.default_rng(seed)
-    cache = KVCache(capacity=ids.shape[1] + max_new_tokens)
+    # never reserve more than the model can attend over (forward raises past max_position)
+    cache = KVCache(capacity=min(ids.shape[1] + max_new_tokens, model.config.max_position))
     done = np.zeros(ids.shape[0], dtype=bool)
     out = [ids]
     z = forward(model, ids, cache, layers=layers)[:, -1]                       # [B, V]

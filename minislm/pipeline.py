@@ -105,18 +105,44 @@ def check_finetune(o, cfg, where):
           f"integer, found {o['steps']!r}")
     _need(o["lr"] > 0, where, f"lr must be positive, found {o['lr']!r}")
     _need(o["data"] in ("corpus", "toolcall", "requirements") or Path(o["data"]).exists(), where,
-          f"data must be 'corpus', 'toolcall', 'requirements' or an existing text file, "
+          f"data must be 'corpus', 'toolcall', 'requirements' or an existing file, "
           f"found {o['data']!r}")
     _need(2 <= o["seq_len"] <= cfg.max_position, where, f"seq_len must lie in [2, "
           f"{cfg.max_position}], found {o['seq_len']}")
     return cfg
 
 
+DEPTH_METHODS = ("ppl", "block", "magnitude", "taylor", "middle")
+
+
 def check_depth_prune(o, cfg, where):
     k = o["layers"]
     _need(isinstance(k, int) and 0 < k < cfg.n_layer, where, f"layers (blocks to remove) must "
           f"be an integer in [1, {cfg.n_layer - 1}] for a {cfg.n_layer}-layer model, found {k!r}")
+    _need(o["method"] in DEPTH_METHODS, where, f"method must be one of {DEPTH_METHODS}, "
+          f"found {o['method']!r}")
+    try:
+        from .prune.depth import protection
+    except ImportError:
+        protection = None                # run_depth_prune says the module is missing
+    if protection is not None and o["method"] != "middle":
+        try:
+            protection(cfg.n_layer, k, o["protect_first"], o["protect_last"])
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return cfg.replace(n_layer=cfg.n_layer - k)
+
+
+def _trim_sizes(o, cfg) -> dict:
+    """Fractions removed (mlp, heads, embedding) -> the new widths width_trim takes."""
+    sizes = {}
+    if o["mlp"]:
+        sizes["ffn"] = cfg.d_ff - int(round(o["mlp"] * cfg.d_ff))
+    if o["heads"]:
+        sizes["heads"] = cfg.n_head - int(round(o["heads"] * cfg.n_head))
+    if o["embedding"]:
+        sizes["hidden"] = cfg.d_model - int(round(o["embedding"] * cfg.d_model))
+    return sizes
 
 
 def check_width_prune(o, cfg, where):
@@ -128,10 +154,20 @@ def check_width_prune(o, cfg, where):
             r = o[key]
             _need(isinstance(r, (int, float)) and 0 <= r < 1, where,
                   f"{key} (fraction removed) must lie in [0, 1), found {r!r}")
-        new_ff = cfg.d_ff - int(round(o["mlp"] * cfg.d_ff))
-        new_kv = cfg.n_kv_head - int(round(o["heads"] * cfg.n_kv_head))
-        _need(new_ff >= 1 and new_kv >= 1, where, "the ratios leave no neuron or no head")
-        return cfg.replace(d_ff=new_ff)
+        sizes = _trim_sizes(o, cfg)
+        _need(sizes, where, "minitron trimming needs a fraction to remove: mlp, heads or "
+              "embedding")
+        _need(o["nm"] is None and o["sparsity"] is None, where, "nm/sparsity belong to wanda, "
+              "magnitude or sparsegpt, not minitron")
+        try:
+            from .prune.width import target_sizes
+        except ImportError:
+            return cfg
+        try:
+            H2, K2, F2, C2 = target_sizes(cfg, **sizes)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return cfg.replace(n_head=H2, n_kv_head=K2, d_ff=F2, d_model=C2)
     nm, sparsity = o.get("nm"), o.get("sparsity")
     _need((nm is None) != (sparsity is None), where, "give exactly one of nm ('2:4') or "
           "sparsity (0-1)")
@@ -175,6 +211,8 @@ def check_quantize(o, cfg, where):
     _need(o["method"] in ("rtn", "gptq", "awq"), where,
           f"method must be rtn, gptq or awq, found {o['method']!r}")
     _need(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
+    _need(isinstance(o["eora_rank"], int) and o["eora_rank"] >= 0, where,
+          f"eora_rank must be a non-negative integer, found {o['eora_rank']!r}")
     g = o["group_size"]
     _need(isinstance(g, int) and g >= -1, where, f"group_size must be a positive integer or "
           f"-1 (per output channel), found {g!r}")
@@ -226,64 +264,64 @@ class Context:
         return self._calib_ids
 
 
-def _training_stream(model, data: str):
-    from .train.data import token_stream
-    if data == "corpus":
-        from .data.corpus import default_corpus
-        documents = default_corpus()["train"]
-    elif data in ("toolcall", "requirements"):
-        from .data.tasks import task_texts
-        documents = task_texts(data, "train")
-    else:
-        from .data.corpus import load_text_corpus
-        documents = [load_text_corpus(data)]
-    return token_stream(model.tokenizer, documents)
+def _training_examples(model, o):
+    """(ids, labels) examples: the corpus train split in windows, a task, or a file."""
+    ft = _technique("minislm.adapt.finetune", "finetune/lora")
+    if o["data"] == "corpus":
+        from .data.corpus import corpus_text
+        return ft.text_windows(model.tokenizer, corpus_text("train"), o["seq_len"])
+    return ft.load_examples(model.tokenizer, o["data"], o["seq_len"], seed=0)
+
+
+def _keep_masks(model):
+    """Re-apply the pruning masks: training moves pruned weights away from 0, and a
+    merged LoRA update B·A is dense, so the sparsity of the earlier stages is restored."""
+    masks = model.extra_tensors.get("masks")
+    if not masks:
+        return model
+    from .prune.masks import apply_masks
+    return apply_masks(model, masks)
 
 
 def run_finetune(model, o, ctx):
-    trainer = _technique("minislm.train.trainer", "finetune")
-    options = trainer.TrainOptions(steps=o["steps"], lr=o["lr"], batch_size=o["batch_size"],
-                                   seq_len=o["seq_len"], warmup=min(o["warmup"], o["steps"]),
-                                   min_lr=o["lr"] / 10, seed=ctx.seed, eval_every=0,
-                                   save_every=0)
-    trained, _ = trainer.train(model, _training_stream(model, o["data"]), options,
-                               progress=ctx.progress)
-    return trained
+    ft = _technique("minislm.adapt.finetune", "finetune")
+    tuned, _ = ft.finetune(model, _training_examples(model, o), o["steps"], lr=o["lr"],
+                           batch_size=o["batch_size"], seed=ctx.seed, progress=ctx.progress,
+                           warmup=min(o["warmup"], o["steps"]))
+    return _keep_masks(tuned) if o["keep_masks"] else tuned
 
 
 def run_depth_prune(model, o, ctx):
     depth = _technique("minislm.prune.depth", "depth_prune")
-    return depth.depth_prune(model, o["layers"], method=o["method"],
-                             token_batches=ctx.calib_ids(model))
+    batches = None if o["method"] in ("magnitude", "middle") else ctx.calib_ids(model)
+    return depth.depth_prune(model, o["layers"], method=o["method"], token_batches=batches,
+                             protect_first=o["protect_first"], protect_last=o["protect_last"],
+                             progress=ctx.progress)
 
 
 def run_width_prune(model, o, ctx):
     if o["method"] == "minitron":
         width = _technique("minislm.prune.width", "width_prune")
-        return width.width_prune(model, ctx.calib_ids(model), mlp=o["mlp"], heads=o["heads"],
-                                 embedding=o["embedding"])
-    if o["method"] == "magnitude":
-        magnitude = _technique("minislm.prune.magnitude", "width_prune")
-        if o.get("nm"):
-            raise ConfigError("width_prune: magnitude pruning is unstructured; use method = "
-                              "'wanda' or 'sparsegpt' for N:M")
-        return magnitude.magnitude_prune(model, o["sparsity"])
+        return width.width_trim(model, ctx.calib_ids(model), progress=ctx.progress,
+                                **_trim_sizes(o, model.config))
     module = _technique(f"minislm.prune.{o['method']}", "width_prune")
+    if o["method"] == "magnitude":
+        return module.magnitude_prune(model, sparsity=o["sparsity"], nm=o["nm"])
     prune = getattr(module, o["method"])
-    return prune(model, ctx.calib_ids(model), sparsity=o.get("sparsity"), nm=o.get("nm"),
+    return prune(model, ctx.calib_ids(model), sparsity=o["sparsity"], nm=o["nm"],
                  progress=ctx.progress)
 
 
 def run_lora(model, o, ctx):
     lora = _technique("minislm.adapt.lora", "lora")
-    if not hasattr(lora, "train_lora"):
-        raise StageUnavailable("stage 'lora' needs minislm.adapt.lora.train_lora (LoRA "
-                               "training), which is not available in this minislm yet")
-    trained = lora.train_lora(model, _training_stream(model, o["data"]), rank=o["rank"],
-                              alpha=o["alpha"], dropout=o["dropout"], targets=o["targets"],
-                              steps=o["steps"], lr=o["lr"], batch_size=o["batch_size"],
-                              seq_len=o["seq_len"], seed=ctx.seed, progress=ctx.progress)
-    return lora.merge(trained)
+    ft = _technique("minislm.adapt.finetune", "lora")
+    adapted = lora.add_lora(model, o["rank"], o["alpha"], o["dropout"], o["targets"],
+                            seed=ctx.seed)
+    tuned, _ = ft.finetune(adapted, _training_examples(model, o), o["steps"], lr=o["lr"],
+                           batch_size=o["batch_size"], seed=ctx.seed, progress=ctx.progress,
+                           warmup=min(o["warmup"], o["steps"]))
+    merged = lora.merge(tuned)
+    return _keep_masks(merged) if o["keep_masks"] else merged
 
 
 def run_quantize(model, o, ctx):
@@ -291,7 +329,10 @@ def run_quantize(model, o, ctx):
     calib = None if o["method"] == "rtn" else ctx.calib_ids(model)
     options = dict(method=o["method"], bits=o["bits"], group_size=o["group_size"],
                    sym=o["sym"], act_order=o["act_order"], damp=o["damp"])
-    quantized, _ = mq.quantize_model(model, calib_ids=calib, progress=ctx.progress, **options)
+    if o["eora_rank"]:
+        calib = ctx.calib_ids(model)
+    quantized, _ = mq.quantize_model(model, calib_ids=calib, progress=ctx.progress,
+                                     eora_rank=o["eora_rank"], **options)
     ctx.before_quantize, ctx.quantize_options = model, options
     return quantized
 
@@ -321,17 +362,18 @@ def run_export(model, o, ctx):
 
 # name -> (default options, check(options, config, where) -> config, run(model, options, ctx))
 STAGES = {
-    "finetune": ({"steps": 100, "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 10,
-                  "data": "corpus"}, check_finetune, run_finetune),
-    "depth_prune": ({"layers": 1, "method": "block_importance"}, check_depth_prune,
-                    run_depth_prune),
+    "finetune": ({"steps": 100, "lr": 3e-4, "batch_size": 8, "seq_len": 128, "warmup": 10,
+                  "data": "corpus", "keep_masks": True}, check_finetune, run_finetune),
+    "depth_prune": ({"layers": 1, "method": "ppl", "protect_first": None,
+                     "protect_last": None}, check_depth_prune, run_depth_prune),
     "width_prune": ({"method": "wanda", "nm": None, "sparsity": None, "mlp": 0.0, "heads": 0.0,
                      "embedding": 0.0}, check_width_prune, run_width_prune),
     "lora": ({"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 50,
-              "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 5, "data": "corpus"},
-             check_lora, run_lora),
+              "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 5, "data": "corpus",
+              "keep_masks": True}, check_lora, run_lora),
     "quantize": ({"method": "gptq", "scheme": None, "bits": 4, "group_size": 128, "sym": False,
-                  "act_order": False, "damp": 0.01}, check_quantize, run_quantize),
+                  "act_order": False, "damp": 0.01, "eora_rank": 0}, check_quantize,
+                 run_quantize),
     "eora": ({"rank": 8}, check_eora, run_eora),
     "export": ({"formats": ["hf", "gguf"], "gguf_type": "q8_0"}, check_export, run_export),
 }

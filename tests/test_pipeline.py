@@ -137,6 +137,32 @@ def test_eora_after_gptq_lowers_error(model_dir, tmp_path):
     assert abs(np.log(eora) - np.log(base)) <= abs(np.log(quant) - np.log(base)) + 1e-3
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_every_stage_runs(tmp_path, family, model_dir):
+    """finetune → depth → Minitron trim → SparseGPT 2:4 → LoRA → AWQ → EoRA → export."""
+    folder = tiny_model(tmp_path / family, family, n_layer=3, d_model=32, d_ff=64)
+    text = str(model_dir.parent / "text.txt")
+    cfg = config(model_dir,
+                 {"name": "finetune", "steps": 2, "data": text, "seq_len": 32, "batch_size": 2},
+                 {"name": "depth_prune", "layers": 1, "method": "block"},
+                 {"name": "width_prune", "method": "minitron", "mlp": 0.25,
+                  "heads": 0.5 if family == "llama" else 0.0},
+                 {"name": "width_prune", "method": "sparsegpt", "nm": "2:4"},
+                 {"name": "lora", "rank": 2, "steps": 2, "data": text, "seq_len": 32,
+                  "batch_size": 2},
+                 {"name": "quantize", "method": "awq", "bits": 4, "group_size": 16},
+                 {"name": "eora", "rank": 2},
+                 {"name": "export", "formats": ["hf", "gguf"], "gguf_type": "q8_0"})
+    cfg["model"] = str(folder)
+    rows, _ = pipeline.compress(cfg, tmp_path / "out", progress=False)
+    final = minislm.load(rows[-1].folder)
+    assert final.config.n_layer == 2 and final.config.d_ff == 48
+    assert rows[5].metrics["params_nonzero"] == rows[4].metrics["params_nonzero"]  # masks kept
+    assert rows[4].metrics["params_nonzero"] < rows[3].metrics["params_nonzero"]
+    assert rows[6].metrics["bytes"] < rows[5].metrics["bytes"]
+    assert (tmp_path / "out" / "export" / "model-q8_0.gguf").stat().st_size > 0
+
+
 def test_missing_technique_is_a_clear_error(model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "minislm.prune.depth", None)    # as if not written yet
     cfg = config(model_dir, {"name": "depth_prune", "layers": 1})

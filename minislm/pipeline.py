@@ -67,7 +67,9 @@ DEFAULT_CALIBRATION = {"samples": 32, "seqlen": 128, "data": None, "seed": 0}
 DEFAULT_PIPELINE = {
     "model": DEFAULT_MODEL,
     "stage": [
+        {"name": "depth_prune", "layers": 1, "method": "block"},
         {"name": "width_prune", "method": "wanda", "nm": "2:4"},
+        {"name": "lora", "rank": 8, "steps": 40},
         {"name": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
         {"name": "eora", "rank": 8},
         {"name": "export", "formats": ["hf", "gguf"], "gguf_type": "q8_0"},

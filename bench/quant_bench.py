@@ -1,0 +1,209 @@
+"""Quantization benchmarks: GPTQ wall time, quantized vs float speed and memory, llama.cpp
+side by side, and the INT8 × INT8 matmul NumPy cannot accelerate.
+
+    python bench/quant_bench.py --parts gptq              # GPTQ 4-bit g128 on a GPT-2-124M shape
+    python bench/quant_bench.py --parts decode,llamacpp   # minislm float / packed vs llama.cpp
+    python bench/quant_bench.py --parts int8
+    python bench/quant_bench.py --parts ppl --model weights/tiny-gpt2   # GPTQ vs RTN perplexity
+
+Random weights (GPT-2 init, std 0.02) in the public GPT-2-124M config from
+../shared/data/configs/ unless --model gives a trained checkpoint. Prints
+markdown tables; results are appended by hand to bench/RESULTS.md with the command.
+Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO))
+
+import minislm  # noqa: E402
+from minislm.quant.model_quant import model_nbytes, quantize_model  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def random_gpt2(folder: Path) -> Path:
+    """The GPT-2-124M config with random weights, written by transformers (bench-only dependency)."""
+    import torch
+    import transformers
+    config = json.loads((DATA / "configs" / "gpt2-124m.config.json").read_text())
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(
+        transformers.AutoConfig.for_model(**config), dtype=torch.float32).eval()
+    hf.save_pretrained(folder)
+    return folder
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def timed_cpu(fn):
+    """(result, wall seconds, CPU seconds of this process) — the machine is shared, so
+    CPU time says what the work costs when wall time is inflated by other jobs."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def calib_ids(model, n_samples, seqlen, seed=0):
+    if model.tokenizer is not None:
+        from minislm.calibration import calibration_batches
+        return calibration_batches(model, None, n_samples, seqlen, seed)
+    return np.random.default_rng(seed).integers(0, model.config.vocab_size, (n_samples, seqlen))
+
+
+def part_gptq(model, args):
+    ids = calib_ids(model, args.n_samples, args.seqlen)
+    (q, report), seconds, cpu = timed_cpu(lambda: quantize_model(model, "gptq", 4, 128,
+                                                                 calib_ids=ids))
+    wins = sum(e["error"] <= e["error_rtn"] for e in report)
+    ratio = np.median([e["error"] / e["error_rtn"] for e in report])
+    print(f"\n### GPTQ 4-bit g128 asym, {args.n_samples}×{args.seqlen} calibration tokens\n")
+    print("| layers | wall time | CPU time | GPTQ ≤ RTN | median error GPTQ/RTN | float bytes | "
+          "packed bytes |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {len(report)} | {seconds:.0f} s | {cpu:.0f} s | {wins}/{len(report)} | {ratio:.3f} | "
+          f"{model_nbytes(model):,} | {model_nbytes(q):,} |")
+    return q
+
+
+def part_decode(model, args, quantized=None):
+    V = model.config.vocab_size
+    prompt = np.random.default_rng(0).integers(0, V, (1, args.prefill))
+    variants = [("float32", model)]
+    for bits, g in ((8, -1), (4, 128)):
+        q, _ = quantize_model(model, "rtn", bits, g, sym=bits == 8, progress=False)
+        variants.append((f"packed {bits}-bit g{g}", q))
+    print(f"\n### minislm prefill T={args.prefill} and decode {args.decode} tokens\n")
+    print("| weights | bytes at rest | prefill tok/s | decode tok/s |")
+    print("|---|---|---|---|")
+    for name, m in variants:
+        minislm.forward(m, prompt[:, :8])                               # warm up
+        _, t_pre = timed(lambda: minislm.forward(m, prompt))
+        _, t_dec = timed(lambda: minislm.generate(m, prompt[:, :8], args.decode, stop_tokens=()))
+        print(f"| {name} | {model_nbytes(m):,} | {args.prefill / t_pre:.1f} | "
+              f"{args.decode / t_dec:.1f} |")
+
+
+def part_llamacpp(model, args):
+    from llama_cpp import Llama
+
+    from minislm.quant.gguf_export import export_gguf
+    V = model.config.vocab_size
+    prompt = np.random.default_rng(0).integers(0, V, args.prefill).tolist()
+    tmp = Path(tempfile.mkdtemp(prefix="minislm-gguf-"))
+    print(f"\n### llama.cpp (llama-cpp-python 0.3.36, 2 threads) on our exported GGUF\n")
+    print("| type | file bytes | prefill tok/s | decode tok/s | max |Δlogit| vs minislm float |")
+    print("|---|---|---|---|---|")
+    ref = minislm.forward(model, np.array([prompt[:64]]))[0]
+    for qtype in ("f32", "q8_0", "q4_0"):
+        path, size = export_gguf(model, tmp / f"m-{qtype}.gguf", qtype)
+        llm = Llama(model_path=str(path), n_ctx=args.prefill + args.decode + 8, n_batch=512,
+                    logits_all=False, verbose=False, n_threads=2)
+        llm.eval(prompt[:8])                                            # warm up
+        llm.reset()
+        _, t_pre = timed(lambda: llm.eval(prompt))
+        llm.reset()
+        llm.eval(prompt[:8])
+
+        def decode():
+            for _ in range(args.decode):
+                llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        _, t_dec = timed(decode)
+        check = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False,
+                      n_threads=2)
+        check.eval(prompt[:64])
+        delta = float(np.abs(np.asarray(check.scores[:64]) - ref).max())
+        print(f"| {qtype} | {size:,} | {args.prefill / t_pre:.1f} | {args.decode / t_dec:.1f} | "
+              f"{delta:.3g} |")
+
+
+def part_int8(args):
+    from minislm.quant.int8 import int8_linear, quantize_weight_int8
+    rng = np.random.default_rng(0)
+    W = (0.02 * rng.standard_normal((3072, 768))).astype(np.float32)
+    q_w, s_w = quantize_weight_int8(W)
+    print("\n### y = x Wᵀ, W 3072×768: float32 BLAS vs int8×int8→int32 in NumPy\n")
+    print("| tokens | float32 ms | int8/int32 ms | slowdown | rel. error |")
+    print("|---|---|---|---|---|")
+    for n in (1, 512):
+        x = rng.standard_normal((n, 768)).astype(np.float32)
+        t_f = min(timed(lambda: x @ W.T)[1] for _ in range(20))
+        t_i = min(timed(lambda: int8_linear(x, q_w, s_w))[1] for _ in range(3))
+        y, y8 = x @ W.T, int8_linear(x, q_w, s_w)
+        err = float(np.linalg.norm(y8 - y) / np.linalg.norm(y))
+        print(f"| {n} | {t_f * 1e3:.2f} | {t_i * 1e3:.2f} | {t_i / t_f:.1f}x | {err:.2e} |")
+
+
+def part_ppl(model, args):
+    from minislm.evaluate.perplexity import default_text, perplexity
+    text = default_text("test")
+    ids = calib_ids(model, args.n_samples, args.seqlen)
+    base = perplexity(model, text, limit=args.ppl_tokens, progress=False).perplexity
+    print(f"\n### held-out perplexity ({args.ppl_tokens} tokens of the corpus test split), "
+          f"float {base:.3f}\n")
+    print("| bits | group | RTN ppl | GPTQ ppl | GPTQ+EoRA r16 ppl | layers GPTQ ≤ RTN |")
+    print("|---|---|---|---|---|---|")
+    for bits, g in ((4, 128), (4, -1), (3, 128), (3, -1)):
+        rtn, _ = quantize_model(model, "rtn", bits, g, progress=False)
+        gptq, report = quantize_model(model, "gptq", bits, g, calib_ids=ids, progress=False)
+        eo, _ = quantize_model(model, "gptq", bits, g, calib_ids=ids, eora_rank=16,
+                               progress=False)
+        p = [perplexity(m, text, limit=args.ppl_tokens, progress=False).perplexity
+             for m in (rtn, gptq, eo)]
+        wins = sum(e["error"] <= e["error_rtn"] for e in report)
+        print(f"| {bits} | {g} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {wins}/{len(report)} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="gptq,decode,llamacpp,int8")
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: random GPT-2-124M)")
+    ap.add_argument("--n-samples", type=int, default=128)
+    ap.add_argument("--seqlen", type=int, default=512)
+    ap.add_argument("--prefill", type=int, default=512)
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--ppl-tokens", type=int, default=20000)
+    args = ap.parse_args(argv)
+    parts = args.parts.split(",")
+    model = None
+    if set(parts) - {"int8"}:
+        folder = Path(args.model) if args.model else \
+            random_gpt2(Path(tempfile.mkdtemp(prefix="minislm-qbench-")))
+        model = minislm.load(folder)
+        print(f"model: {args.model or 'random GPT-2-124M shape'}, "
+              f"{model.num_params() / 1e6:.1f} M params; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+    for part in parts:
+        if part == "gptq":
+            part_gptq(model, args)
+        elif part == "decode":
+            part_decode(model, args)
+        elif part == "llamacpp":
+            part_llamacpp(model, args)
+        elif part == "int8":
+            part_int8(args)
+        elif part == "ppl":
+            part_ppl(model, args)
+    print(f"\npeak RSS {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -327,6 +327,11 @@ def test_eval_cli_json(gpt2_path, tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert {"accuracy", "tool_accuracy", "syntax_accuracy", "tokens", "params", "bytes"} <= set(out)
+    done = run_cli("eval", "--model", str(gpt2_path), "--task", "facts", "--threads", "1",
+                   "--seqlen", "8", "--max-new-tokens", "4", "--json", "--no-log")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["decode_tok_s"] > 0 and out["threads"]["1"]["decode_tok_s"] > 0
 
 
 def test_eval_cli_errors(gpt2_path):

@@ -5,8 +5,8 @@ import json
 import time
 
 NAME = "eval"
-HELP = "evaluate a model: perplexity, QA, tool-call or multiple-choice accuracy"
-TASKS = ("ppl", "qa", "toolcall", "mc")
+HELP = "evaluate a model: perplexity, QA, tool-call or multiple-choice accuracy, speed facts"
+TASKS = ("ppl", "qa", "toolcall", "mc", "facts")
 
 
 def add_arguments(p):
@@ -24,13 +24,15 @@ def add_arguments(p):
     p.add_argument("--template", choices=("thesis", "chat"),
                    help="qa prompt form (default: chat for the project's set, thesis for files)")
     p.add_argument("--max-new-tokens", type=int, help="qa/toolcall answer length (32 / 64)")
+    p.add_argument("--threads", default="1,2", help="facts: BLAS thread counts to time "
+                   "(comma-separated, default 1,2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
     p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
 
 
 def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode="both",
-             template=None, max_new_tokens=None, progress=True) -> dict:
+             template=None, max_new_tokens=None, progress=True, threads="1,2") -> dict:
     """The metrics of one task (shared by `minislm eval` and the pipeline)."""
     from ..errors import ConfigError
     if limit is not None and limit < 1:
@@ -56,6 +58,22 @@ def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode=
             raise ConfigError("--task mc needs --data (HellaSwag/Winogrande JSONL or the "
                               "HellaSwag six-line text file)")
         return evaluate_choice(model, load_choice_file(data, limit), progress=progress)
+    if task == "facts":
+        from ..evaluate.facts import measure_speed, thread_scaling
+        try:
+            counts = [int(t) for t in str(threads).split(",") if t.strip()]
+        except ValueError:
+            raise ConfigError(f"--threads must be comma-separated integers, found "
+                              f"{threads!r}") from None
+        if not counts or min(counts) < 1:
+            raise ConfigError(f"--threads needs positive thread counts, found {threads!r}")
+        prompt = min(seqlen or 64, model.config.max_position // 2)
+        new = min(max_new_tokens or 32, model.config.max_position - prompt)
+        speed = measure_speed(model, prompt, new)
+        scaling = thread_scaling(model.path, counts, prompt, new)
+        return {**speed, "tokens": prompt + new,
+                "threads": {n: {k: r[k] for k in ("prefill_tok_s", "decode_tok_s")}
+                            for n, r in scaling.items()}}
     raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
@@ -66,13 +84,15 @@ def run(args) -> int:
     start = time.perf_counter()
     model = load(args.model)
     metrics = evaluate(model, args.task, args.data, args.seqlen, args.stride, args.limit,
-                       args.mode, args.template, args.max_new_tokens, progress=not args.json)
+                       args.mode, args.template, args.max_new_tokens, progress=not args.json,
+                       threads=args.threads)
     metrics.update(count_params(model), bytes=bytes_on_disk(args.model))
     wall = time.perf_counter() - start
     result = {"task": args.task, "model": str(args.model), **metrics, "wall_s": round(wall, 3)}
     if not args.no_log:
         config = {k: getattr(args, k) for k in ("model", "task", "data", "seqlen", "stride",
-                                                  "limit", "mode", "template", "max_new_tokens")}
+                                                  "limit", "mode", "template", "max_new_tokens",
+                                                  "threads")}
         append_run("eval", config, metrics, wall, args.runs)
     if args.json:
         print(json.dumps(result))
@@ -89,6 +109,11 @@ def summary_line(r: dict) -> str:
             "toolcall": f"tool-call accuracy {r.get('accuracy', 0):.3f} (tool "
                         f"{r.get('tool_accuracy', 0):.3f}, syntax {r.get('syntax_accuracy', 0):.3f},"
                         f" parameters {r.get('parameter_accuracy') or 0:.3f})",
+            "facts": f"prefill {r.get('prefill_tok_s', 0):.0f} tok/s, decode "
+                     f"{r.get('decode_tok_s', 0):.0f} tok/s, peak {r.get('peak_bytes', 0):,} "
+                     "bytes; by BLAS threads: " + ", ".join(
+                         f"{n}: {v['decode_tok_s']:.0f} tok/s decode"
+                         for n, v in r.get("threads", {}).items()),
             "mc": f"multiple-choice accuracy {r.get('accuracy', 0):.3f} (norm "
                   f"{r.get('accuracy_norm', 0):.3f}, chance {r.get('chance', 0):.3f})"}[r["task"]]
     return f"{head}; {r['params']:,} params, {r['bytes']:,} bytes on disk, {r['wall_s']:.1f} s"

@@ -340,3 +340,34 @@ def test_eval_cli_errors(gpt2_path):
     done = run_cli("eval", "--model", str(gpt2_path), "--task", "ppl", "--limit", "0",
                    "--no-log")
     assert done.returncode == 2 and "limit" in done.stderr
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_perplexity_equals_hf_recipe(tmp_path, family):
+    """Hugging Face's perplexity recipe (stride = max length) on the same checkpoint."""
+    torch = pytest.importorskip("torch")
+    from conftest import build_hf_model, save_hf_model
+    from minislm.evaluate.perplexity import perplexity_of_ids
+    hf = build_hf_model(family)
+    ours = minislm.load(save_hf_model(hf, tmp_path / family))
+    ids = np.random.default_rng(0).integers(0, 101, 150)
+    T = 40
+    nll_sum, n_tokens, prev_end = 0.0, 0, 0
+    enc = torch.tensor(ids)[None]
+    for begin in range(0, len(ids), T):                     # the recipe, verbatim in spirit
+        end = min(begin + T, len(ids))
+        trg_len = end - prev_end
+        x = enc[:, begin:end]
+        y = x.clone()
+        y[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = hf(x, labels=y).loss
+        valid = int((y != -100).sum()) - 1
+        nll_sum += float(loss) * valid
+        n_tokens += valid
+        prev_end = end
+        if end == len(ids):
+            break
+    res = perplexity_of_ids(ours, ids, seqlen=T, stride=T, progress=False)
+    assert res.tokens == n_tokens
+    assert res.perplexity == pytest.approx(math.exp(nll_sum / n_tokens), rel=1e-4)

@@ -17,7 +17,7 @@ Siracusa (tiled hierarchy), per kernel, in cycles at clock f:
         compute = MACs / (cores · SIMD MACs/cycle · η)   or  elements · c_op / (cores · η)
     activations and KV cache move L2 ↔ L1 by DMA, tiled to half of L1 (double buffering):
         t = max(compute, MRAM, L3, DMA) + first-tile fill + c_kernel + tiles · c_tile
-    weights are placed in MRAM in forward order until it is full; the rest stay in L3.
+    weights fill the MRAM in forward order, then the L2 left by activations, then L3.
 
 Fits: Siracusa — all weights in MRAM and activations + KV cache in L2 (if weights
 spill, they must at least fit L3); roofline — weights + KV cache + activations
@@ -269,7 +269,7 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
         "bottleneck": _bottleneck(rows),
         "prefill_s": t_prefill, "prefill_tokens_per_s": context / t_prefill,
         "energy_j_per_token": power * t_decode if power > 0 else None,
-        "verdict": _verdict(checks, dev),
+        "verdict": _verdict(checks),
         "checks": checks, "layers": _by_layer(rows), "ops": rows,
     }
 
@@ -279,7 +279,7 @@ def _check(memory: str, need: float, have: float) -> dict:
             "ratio": need / have if have > 0 else math.inf}
 
 
-def _verdict(checks: list[dict], dev: Device) -> str:
+def _verdict(checks: list[dict]) -> str:
     parts = []
     for c in checks:
         word = "fits" if c["fits"] else "does NOT fit"

@@ -214,9 +214,11 @@ def kv_cache_bytes(config: Config, tokens: int, act_bytes: float) -> float:
 
 
 def peak_activation_bytes(config: Config, n: int, p: int, act_bytes: float) -> float:
-    """Largest set of live activations in a step: the residual x, the widest hidden
-    (q/k/v or the MLP's F, twice for gate and up) and one layer's attention scores."""
+    """Largest set of live activations in a step of n tokens on a cache of p:
+    the residual stream and its normalised copy (2·n·C), the widest hidden
+    (q, k, v together, or gate and up together), one layer's attention scores
+    (H · P) and the logits of one position (V)."""
     C, F, H, K, D = config.d_model, config.d_ff, config.n_head, config.n_kv_head, config.head_dim
-    scores = config.n_head * (n * p + n * (n + 1) / 2)
-    widest = max((H + 2 * K) * D, 2 * F, config.vocab_size / n)
-    return act_bytes * (2 * n * C + n * widest + scores)
+    scores = H * (n * p + n * (n + 1) / 2)
+    widest = max((H + 2 * K) * D, 2 * F)
+    return act_bytes * (2 * n * C + n * widest + scores + config.vocab_size)

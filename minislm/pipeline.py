@@ -1,4 +1,4 @@
-"""The staged compression pipeline behind `minislm compress` and `minislm sweep`.
+"""The staged compression pipeline behind `minislm compress` (grids: `minislm.sweep`).
 
 The LLaMA thesis compresses in the order depth → width → LoRA → GPTQ → EoRA;
 the GPT-2 slides fine-tune → trim → prune → quantize. Here every step is a
@@ -50,6 +50,7 @@ from .checkpoint import atomic_write_text
 from .config import Config
 from .errors import ConfigError, MinislmError
 from .evaluate.report import options_text, write_report
+from .evaluate.summary import summarize
 from .model import families
 
 DEFAULT_MODEL = "weights/tiny-gpt2"
@@ -92,7 +93,7 @@ def _technique(module: str, stage: str):
 
 
 # ============================================================================ checks
-def _need(cond, where, message):
+def require(cond, where, message):
     if not cond:
         raise ConfigError(f"{where}: {message}")
 
@@ -103,13 +104,13 @@ def _linear_widths(config: Config) -> set[int]:
 
 
 def check_finetune(o, cfg, where):
-    _need(isinstance(o["steps"], int) and o["steps"] > 0, where, f"steps must be a positive "
+    require(isinstance(o["steps"], int) and o["steps"] > 0, where, f"steps must be a positive "
           f"integer, found {o['steps']!r}")
-    _need(o["lr"] > 0, where, f"lr must be positive, found {o['lr']!r}")
-    _need(o["data"] in ("corpus", "toolcall", "requirements") or Path(o["data"]).exists(), where,
+    require(o["lr"] > 0, where, f"lr must be positive, found {o['lr']!r}")
+    require(o["data"] in ("corpus", "toolcall", "requirements") or Path(o["data"]).exists(), where,
           f"data must be 'corpus', 'toolcall', 'requirements' or an existing file, "
           f"found {o['data']!r}")
-    _need(2 <= o["seq_len"] <= cfg.max_position, where, f"seq_len must lie in [2, "
+    require(2 <= o["seq_len"] <= cfg.max_position, where, f"seq_len must lie in [2, "
           f"{cfg.max_position}], found {o['seq_len']}")
     return cfg
 
@@ -119,9 +120,9 @@ DEPTH_METHODS = ("ppl", "block", "magnitude", "taylor", "middle")
 
 def check_depth_prune(o, cfg, where):
     k = o["layers"]
-    _need(isinstance(k, int) and 0 < k < cfg.n_layer, where, f"layers (blocks to remove) must "
+    require(isinstance(k, int) and 0 < k < cfg.n_layer, where, f"layers (blocks to remove) must "
           f"be an integer in [1, {cfg.n_layer - 1}] for a {cfg.n_layer}-layer model, found {k!r}")
-    _need(o["method"] in DEPTH_METHODS, where, f"method must be one of {DEPTH_METHODS}, "
+    require(o["method"] in DEPTH_METHODS, where, f"method must be one of {DEPTH_METHODS}, "
           f"found {o['method']!r}")
     try:
         from .prune.depth import protection
@@ -149,17 +150,17 @@ def _trim_sizes(o, cfg) -> dict:
 
 def check_width_prune(o, cfg, where):
     method = o["method"]
-    _need(method in ("wanda", "magnitude", "sparsegpt", "minitron"), where,
+    require(method in ("wanda", "magnitude", "sparsegpt", "minitron"), where,
           f"method must be wanda, magnitude, sparsegpt or minitron, found {method!r}")
     if method == "minitron":
         for key in ("mlp", "heads", "embedding"):
             r = o[key]
-            _need(isinstance(r, (int, float)) and 0 <= r < 1, where,
+            require(isinstance(r, (int, float)) and 0 <= r < 1, where,
                   f"{key} (fraction removed) must lie in [0, 1), found {r!r}")
         sizes = _trim_sizes(o, cfg)
-        _need(sizes, where, "minitron trimming needs a fraction to remove: mlp, heads or "
+        require(sizes, where, "minitron trimming needs a fraction to remove: mlp, heads or "
               "embedding")
-        _need(o["nm"] is None and o["sparsity"] is None, where, "nm/sparsity belong to wanda, "
+        require(o["nm"] is None and o["sparsity"] is None, where, "nm/sparsity belong to wanda, "
               "magnitude or sparsegpt, not minitron")
         try:
             from .prune.width import target_sizes
@@ -171,25 +172,25 @@ def check_width_prune(o, cfg, where):
             raise ConfigError(f"{where}: {e}") from None
         return cfg.replace(n_head=H2, n_kv_head=K2, d_ff=F2, d_model=C2)
     nm, sparsity = o.get("nm"), o.get("sparsity")
-    _need((nm is None) != (sparsity is None), where, "give exactly one of nm ('2:4') or "
+    require((nm is None) != (sparsity is None), where, "give exactly one of nm ('2:4') or "
           "sparsity (0-1)")
     if sparsity is not None:
-        _need(isinstance(sparsity, (int, float)) and 0 <= sparsity < 1, where,
+        require(isinstance(sparsity, (int, float)) and 0 <= sparsity < 1, where,
               f"sparsity must lie in [0, 1), found {sparsity!r}")
         return cfg
     try:
         n, m = (int(v) for v in str(nm).split(":"))
     except ValueError:
         raise ConfigError(f"{where}: nm must look like '2:4', found {nm!r}") from None
-    _need(0 < n < m, where, f"N:M = {n}:{m} needs 0 < N < M (N pruned of every M)")
+    require(0 < n < m, where, f"N:M = {n}:{m} needs 0 < N < M (N pruned of every M)")
     bad = sorted(w for w in _linear_widths(cfg) if w % m)
-    _need(not bad, where, f"M = {m} does not divide the input width {bad} of some linear "
+    require(not bad, where, f"M = {m} does not divide the input width {bad} of some linear "
           "layers (N:M groups need whole groups of M)")
     return cfg
 
 
 def check_lora(o, cfg, where):
-    _need(isinstance(o["rank"], int) and o["rank"] > 0, where,
+    require(isinstance(o["rank"], int) and o["rank"] > 0, where,
           f"rank must be a positive integer, found {o['rank']!r}")
     return check_finetune(o, cfg, where)
 
@@ -210,23 +211,23 @@ def parse_scheme(scheme: str) -> tuple[int, int]:
 def check_quantize(o, cfg, where):
     if o.get("scheme"):
         o["bits"], o["group_size"] = parse_scheme(o["scheme"])
-    _need(o["method"] in ("rtn", "gptq", "awq"), where,
+    require(o["method"] in ("rtn", "gptq", "awq"), where,
           f"method must be rtn, gptq or awq, found {o['method']!r}")
-    _need(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
-    _need(isinstance(o["eora_rank"], int) and o["eora_rank"] >= 0, where,
+    require(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
+    require(isinstance(o["eora_rank"], int) and o["eora_rank"] >= 0, where,
           f"eora_rank must be a non-negative integer, found {o['eora_rank']!r}")
     g = o["group_size"]
-    _need(isinstance(g, int) and g >= -1, where, f"group_size must be a positive integer or "
+    require(isinstance(g, int) and g >= -1, where, f"group_size must be a positive integer or "
           f"-1 (per output channel), found {g!r}")
     if g > 0:
         bad = sorted(w for w in _linear_widths(cfg) if w % g)
-        _need(not bad, where, f"group_size {g} does not divide the input width {bad} of "
+        require(not bad, where, f"group_size {g} does not divide the input width {bad} of "
               "some linear layers")
     return cfg
 
 
 def check_eora(o, cfg, where):
-    _need(isinstance(o["rank"], int) and o["rank"] > 0, where,
+    require(isinstance(o["rank"], int) and o["rank"] > 0, where,
           f"rank must be a positive integer, found {o['rank']!r}")
     return cfg
 
@@ -236,9 +237,9 @@ GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 
 def check_export(o, cfg, where):
     formats = o["formats"]
-    _need(isinstance(formats, list) and formats and set(formats) <= {"hf", "gguf"}, where,
+    require(isinstance(formats, list) and formats and set(formats) <= {"hf", "gguf"}, where,
           f"formats must be a non-empty list of 'hf' and 'gguf', found {formats!r}")
-    _need(o["gguf_type"] in GGUF_TYPES, where, f"gguf_type must be one of {GGUF_TYPES}, "
+    require(o["gguf_type"] in GGUF_TYPES, where, f"gguf_type must be one of {GGUF_TYPES}, "
           f"found {o['gguf_type']!r}")
     return cfg
 
@@ -451,38 +452,10 @@ def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedS
 
 # ============================================================================ evaluation
 def evaluate_stage(model, folder: Path, eval_options: dict, progress: bool = False) -> dict:
-    """The report's columns for one model: size, perplexity, task accuracy, speed, verdict."""
-    from .evaluate.facts import bytes_on_disk, count_params, measure_speed
-    from .evaluate.perplexity import default_text, perplexity
-    e = eval_options
-    metrics = count_params(model)
-    metrics["bytes"] = bytes_on_disk(folder)
-    if e["ppl_tokens"]:
-        if e["ppl_data"]:
-            from .data.corpus import load_text_corpus
-            text = load_text_corpus(e["ppl_data"])
-        else:
-            text = default_text()
-        seqlen = min(e["seqlen"], model.config.max_position)
-        metrics["perplexity"] = perplexity(model, text, seqlen, seqlen, e["ppl_tokens"],
-                                           progress=progress).perplexity
-    if e["toolcall"]:
-        from .evaluate.toolcall import evaluate_toolcall, heldout_examples
-        r = evaluate_toolcall(model, heldout_examples(e["toolcall"]), progress=progress)
-        metrics.update(toolcall=r["accuracy"], tool=r["tool_accuracy"],
-                       syntax=r["syntax_accuracy"], parameters=r["parameter_accuracy"])
-    if e["qa"]:
-        from .evaluate.qa import evaluate_qa, project_qa_set
-        r = evaluate_qa(model, list(project_qa_set())[:e["qa"]], template="chat",
-                        progress=progress)
-        metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
-    if e["speed"]:
-        s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
-                          new_tokens=16, repeats=1)
-        metrics.update(prefill_tok_s=s["prefill_tok_s"], decode_tok_s=s["decode_tok_s"],
-                       peak_bytes=s["peak_bytes"])
-    if e["device"]:
-        metrics.update(cost_verdict(folder, e["device"]))
+    """The report's columns for one saved model, plus the cost model's verdict."""
+    metrics = summarize(model, folder, eval_options, progress)
+    if eval_options["device"]:
+        metrics.update(cost_verdict(folder, eval_options["device"]))
     return metrics
 
 
@@ -657,102 +630,3 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
                          resume, on_row, baseline_folder=stages_dir / "00_baseline")
     return rows, on_row(rows, plots=True)
 
-
-# ============================================================================ sweeps
-NONE_VALUES = (None, 0, "none", False, "")
-
-
-@dataclass
-class Axis:
-    name: str          # column title ("Depth", "N:M", "Quant")
-    stage: str         # the stage this axis sets
-    key: str           # the option it varies
-    values: list       # a value in NONE_VALUES leaves the stage out
-    options: dict      # the stage's fixed options
-
-
-def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
-    """The [[sweep.axis]] tables of a sweep config, checked."""
-    sweep = raw.get("sweep")
-    if not isinstance(sweep, dict) or not isinstance(sweep.get("axis"), list) or \
-            not sweep["axis"]:
-        raise ConfigError(f"{where}: a sweep needs [[sweep.axis]] tables (name, stage, key, "
-                          "values, options)")
-    axes = []
-    for i, a in enumerate(sweep["axis"], 1):
-        w = f"{where} sweep.axis {i}"
-        unknown = sorted(set(a) - {"name", "stage", "key", "values", "options"})
-        _need(not unknown, w, f"unknown field(s) {unknown}")
-        _need(a.get("stage") in STAGES, w, f"stage must be one of {', '.join(STAGES)}, found "
-              f"{a.get('stage')!r}")
-        _need(a.get("key") in STAGES[a["stage"]][0], w, f"key must be an option of "
-              f"{a['stage']} ({sorted(STAGES[a['stage']][0])}), found {a.get('key')!r}")
-        _need(isinstance(a.get("values"), list) and a["values"], w, "values must be a "
-              "non-empty list")
-        axes.append(Axis(str(a.get("name", a["key"])), a["stage"], a["key"], a["values"],
-                         dict(a.get("options", {}))))
-    return axes
-
-
-def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
-    """Every point of the grid: ({axis name: value}, stage list), axes in their order."""
-    import itertools
-    points = []
-    for values in itertools.product(*(a.values for a in axes)):
-        stages = [{"name": a.stage, **a.options, a.key: v}
-                  for a, v in zip(axes, values) if v not in NONE_VALUES]
-        points.append(({a.name: v for a, v in zip(axes, values)}, stages))
-    return points
-
-
-def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True):
-    """Run every grid point; shared stage prefixes run once (DIR/cache/<key>_<stage>/).
-
-    Every point is validated before the first stage runs. A stage is reused when
-    a finished folder with the same key exists (the key hashes the input model and
-    every stage before it), so re-running a sweep only computes what is new.
-    Returns (rows, report Markdown).
-    """
-    from . import load
-    pc = pipeline_config(raw_config, model_path)
-    if pc.stages:
-        raise ConfigError("a sweep config sets its stages through [[sweep.axis]]; remove the "
-                          "[[stage]] tables")
-    axes = sweep_axes(raw_config)
-    model_dir = Path(pc.model)
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
-    config = Config.from_file(model_dir / "config.json")
-    points = []
-    for values, stages in grid(axes):
-        label = " + ".join(f"{k} {v}" for k, v in values.items() if v not in NONE_VALUES)
-        try:
-            points.append((values, label or "baseline",
-                           plan(stages, config, str(model_dir.resolve()))))
-        except ConfigError as e:
-            raise ConfigError(f"sweep point {label or 'baseline'}: {e}") from None
-    out = Path(out)
-    cache = out / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    base = load(model_dir)
-    rows = []
-    columns = [("label", "Config")] + [(f"axis:{a.name}", a.name) for a in axes]
-    preamble = (f"Model `{pc.model}`; grid {' × '.join(f'{a.name} {a.values}' for a in axes)}"
-                f" = {len(points)} points. Perplexity: first {pc.eval['ppl_tokens']} tokens of "
-                f"{pc.eval['ppl_data'] or 'the corpus test split'}, windows of "
-                f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
-                f"examples; cost model: {pc.eval['device']}.")
-    for values, label, planned in points:
-        ctx = Context(out=out / "exports" / (planned[-1].key[:12] if planned else "baseline"),
-                      calibration=pc.calibration, progress=progress, seed=pc.seed)
-        _, stage_rows = run_stages(base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}",
-                                   ctx, pc.eval, resume=True,
-                                   baseline_folder=None if planned else cache / "baseline")
-        last = stage_rows[-1]
-        rows.append({"label": label, "metrics": last.metrics,
-                     "seconds": round(sum(r.seconds for r in stage_rows), 2),
-                     "folder": last.folder,
-                     **{f"axis:{k}": v if v not in NONE_VALUES else "–"
-                        for k, v in values.items()}})
-        write_report(out, "Sweep report", preamble, rows, columns, plots=False)
-    return rows, write_report(out, "Sweep report", preamble, rows, columns)

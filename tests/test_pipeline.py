@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import minislm
-from minislm import pipeline
+from minislm import pipeline, sweep
 from minislm.config import Config
 from minislm.errors import ConfigError, MinislmError
 
@@ -178,7 +178,7 @@ def test_sweep_grid_shares_prefixes(model_dir, tmp_path):
          "options": {"method": "wanda"}},
         {"name": "Quant", "stage": "quantize", "key": "scheme",
          "values": ["none", "int8", "int4-g32"], "options": {"method": "rtn"}}]}
-    rows, text = pipeline.sweep(raw, tmp_path / "sw", progress=False)
+    rows, text = sweep.sweep(raw, tmp_path / "sw", progress=False)
     assert [r["label"] for r in rows] == ["baseline", "Quant int8", "Quant int4-g32", "N:M 2:4",
                                          "N:M 2:4 + Quant int8", "N:M 2:4 + Quant int4-g32"]
     folders = sorted(p.name.split("_")[-1] for p in (tmp_path / "sw" / "cache").iterdir())
@@ -189,7 +189,7 @@ def test_sweep_grid_shares_prefixes(model_dir, tmp_path):
     bad = dict(raw, sweep={"axis": [{"name": "D", "stage": "depth_prune", "key": "layers",
                                      "values": [0, 5]}]})
     with pytest.raises(ConfigError, match="sweep point D 5"):
-        pipeline.sweep(bad, tmp_path / "sw2", progress=False)
+        sweep.sweep(bad, tmp_path / "sw2", progress=False)
 
 
 def test_shipped_configs_parse():
@@ -197,11 +197,11 @@ def test_shipped_configs_parse():
         raw = pipeline.load_config(path)
         pc = pipeline.pipeline_config(raw, where=str(path))
         if "sweep" in raw:
-            assert pipeline.grid(pipeline.sweep_axes(raw, str(path)))
+            assert sweep.grid(sweep.sweep_axes(raw, str(path)))
         model = REPO / pc.model
         if (model / "config.json").exists():
             if "sweep" in raw:
-                for _, stages in pipeline.grid(pipeline.sweep_axes(raw)):
+                for _, stages in sweep.grid(sweep.sweep_axes(raw)):
                     pipeline.plan(stages, Config.from_file(model / "config.json"), "m")
             else:
                 pipeline.plan(pc.stages, Config.from_file(model / "config.json"), "m")

@@ -19,7 +19,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..evaluate.runlog import append_run
-    from ..pipeline import load_config, sweep
+    from ..pipeline import load_config
+    from ..sweep import sweep
     start = time.perf_counter()
     raw = load_config(args.config)
     rows, report = sweep(raw, args.out, args.model, progress=not args.quiet)

@@ -1,0 +1,45 @@
+"""One model's row of a compression report: size, perplexity, task accuracy, speed.
+
+`eval_options` (the `[eval]` table of a pipeline config):
+    ppl_tokens   tokens scored for perplexity (0: skip); seqlen = window = stride
+    ppl_data     a text file instead of the corpus test split
+    toolcall     held-out tool-call examples (0: skip)
+    qa           questions of the project QA set, closed and open book (0: skip)
+    speed        prefill/decode tokens/s and peak memory (64-token prompt, 16 new tokens)
+"""
+from __future__ import annotations
+
+from .facts import bytes_on_disk, count_params, measure_speed
+from .perplexity import default_text, perplexity
+
+
+def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict:
+    """Size, perplexity, task accuracy and speed of one model saved in `folder`."""
+    e = eval_options
+    metrics = count_params(model)
+    metrics["bytes"] = bytes_on_disk(folder)
+    if e["ppl_tokens"]:
+        if e["ppl_data"]:
+            from ..data.corpus import load_text_corpus
+            text = load_text_corpus(e["ppl_data"])
+        else:
+            text = default_text()
+        seqlen = min(e["seqlen"], model.config.max_position)
+        metrics["perplexity"] = perplexity(model, text, seqlen, seqlen, e["ppl_tokens"],
+                                           progress=progress).perplexity
+    if e["toolcall"]:
+        from .toolcall import evaluate_toolcall, heldout_examples
+        r = evaluate_toolcall(model, heldout_examples(e["toolcall"]), progress=progress)
+        metrics.update(toolcall=r["accuracy"], tool=r["tool_accuracy"],
+                       syntax=r["syntax_accuracy"], parameters=r["parameter_accuracy"])
+    if e["qa"]:
+        from .qa import evaluate_qa, project_qa_set
+        r = evaluate_qa(model, list(project_qa_set())[:e["qa"]], template="chat",
+                        progress=progress)
+        metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
+    if e["speed"]:
+        s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
+                          new_tokens=16, repeats=1)
+        metrics.update(prefill_tok_s=s["prefill_tok_s"], decode_tok_s=s["decode_tok_s"],
+                       peak_bytes=s["peak_bytes"])
+    return metrics

@@ -1,0 +1,125 @@
+"""Sweeps: a grid of pipelines (e.g. depth × N:M × quantization) in one table.
+
+The LLaMA thesis' Tables A.1/A.2 list every combination of depth pruning,
+width (N:M) pruning, LoRA and quantization with the same columns. A sweep
+config names the axes; each point of their product is a pipeline whose stages
+come in axis order:
+
+    [[sweep.axis]]
+    name = "Depth"              # the column title
+    stage = "depth_prune"       # the stage this axis sets ...
+    key = "layers"              # ... through this option
+    values = [0, 2, 4, 6]       # 0 / "none" / false: the stage is left out
+    options = { method = "block" }
+
+Points share prefixes — "Depth 2 + N:M 2:4 + int8" and "Depth 2 + N:M 2:4"
+start with the same two stages — so every stage is stored under
+DIR/cache/<key>_<stage>/, keyed by a hash of its input and options, and run
+once. Every point is planned (validated) before the first stage runs.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError
+from .evaluate.report import write_report
+from .pipeline import STAGES, Context, pipeline_config, plan, require, run_stages
+
+
+NONE_VALUES = (None, 0, "none", False, "")
+
+
+@dataclass
+class Axis:
+    name: str          # column title ("Depth", "N:M", "Quant")
+    stage: str         # the stage this axis sets
+    key: str           # the option it varies
+    values: list       # a value in NONE_VALUES leaves the stage out
+    options: dict      # the stage's fixed options
+
+
+def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
+    """The [[sweep.axis]] tables of a sweep config, checked."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("axis"), list) or \
+            not sweep["axis"]:
+        raise ConfigError(f"{where}: a sweep needs [[sweep.axis]] tables (name, stage, key, "
+                          "values, options)")
+    axes = []
+    for i, a in enumerate(sweep["axis"], 1):
+        w = f"{where} sweep.axis {i}"
+        unknown = sorted(set(a) - {"name", "stage", "key", "values", "options"})
+        require(not unknown, w, f"unknown field(s) {unknown}")
+        require(a.get("stage") in STAGES, w, f"stage must be one of {', '.join(STAGES)}, found "
+              f"{a.get('stage')!r}")
+        require(a.get("key") in STAGES[a["stage"]][0], w, f"key must be an option of "
+              f"{a['stage']} ({sorted(STAGES[a['stage']][0])}), found {a.get('key')!r}")
+        require(isinstance(a.get("values"), list) and a["values"], w, "values must be a "
+              "non-empty list")
+        axes.append(Axis(str(a.get("name", a["key"])), a["stage"], a["key"], a["values"],
+                         dict(a.get("options", {}))))
+    return axes
+
+
+def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
+    """Every point of the grid: ({axis name: value}, stage list), axes in their order."""
+    points = []
+    for values in itertools.product(*(a.values for a in axes)):
+        stages = [{"name": a.stage, **a.options, a.key: v}
+                  for a, v in zip(axes, values) if v not in NONE_VALUES]
+        points.append(({a.name: v for a, v in zip(axes, values)}, stages))
+    return points
+
+
+def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True):
+    """Run every grid point into folder `out`; returns (rows, report Markdown).
+
+    A stage is reused whenever a finished folder with the same key exists, so
+    re-running a sweep (or extending its axes) only computes what is new.
+    """
+    from . import load
+    pc = pipeline_config(raw_config, model_path)
+    if pc.stages:
+        raise ConfigError("a sweep config sets its stages through [[sweep.axis]]; remove the "
+                          "[[stage]] tables")
+    axes = sweep_axes(raw_config)
+    model_dir = Path(pc.model)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
+    config = Config.from_file(model_dir / "config.json")
+    points = []
+    for values, stages in grid(axes):
+        label = " + ".join(f"{k} {v}" for k, v in values.items() if v not in NONE_VALUES)
+        try:
+            points.append((values, label or "baseline",
+                           plan(stages, config, str(model_dir.resolve()))))
+        except ConfigError as e:
+            raise ConfigError(f"sweep point {label or 'baseline'}: {e}") from None
+    out = Path(out)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    base = load(model_dir)
+    rows = []
+    columns = [("label", "Config")] + [(f"axis:{a.name}", a.name) for a in axes]
+    preamble = (f"Model `{pc.model}`; grid {' × '.join(f'{a.name} {a.values}' for a in axes)}"
+                f" = {len(points)} points. Perplexity: first {pc.eval['ppl_tokens']} tokens of "
+                f"{pc.eval['ppl_data'] or 'the corpus test split'}, windows of "
+                f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
+                f"examples; cost model: {pc.eval['device']}.")
+    for values, label, planned in points:
+        ctx = Context(out=out / "exports" / (planned[-1].key[:12] if planned else "baseline"),
+                      calibration=pc.calibration, progress=progress, seed=pc.seed)
+        _, stage_rows = run_stages(base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}",
+                                   ctx, pc.eval, resume=True,
+                                   baseline_folder=None if planned else cache / "baseline")
+        last = stage_rows[-1]
+        rows.append({"label": label, "metrics": last.metrics,
+                     "seconds": round(sum(r.seconds for r in stage_rows), 2),
+                     "folder": last.folder,
+                     **{f"axis:{k}": v if v not in NONE_VALUES else "–"
+                        for k, v in values.items()}})
+        write_report(out, "Sweep report", preamble, rows, columns, plots=False)
+    return rows, write_report(out, "Sweep report", preamble, rows, columns)

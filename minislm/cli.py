@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         if not hasattr(module, "NAME"):
             continue
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        # SUPPRESS: without it the subcommand's default False would overwrite `minislm --debug`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

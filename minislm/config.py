@@ -102,7 +102,7 @@ class Config:
             value = getattr(self, field)
             need(_is_int(value) and value > 0, field, "a positive integer", value)
         need(self.n_head % self.n_kv_head == 0, "num_key_value_heads",
-             f"a divisor of the number of heads ({self.n_head})", self.n_kv_head)
+             f"a divisor of num_attention_heads ({self.n_head})", self.n_kv_head)
         if self.family == "gpt2":
             need(self.n_head * self.head_dim == self.d_model, "n_head",
                  f"a divisor of n_embd ({self.d_model})", self.n_head)
@@ -189,7 +189,8 @@ class Config:
                 tied=boolean("tie_word_embeddings", True),
                 bos_token_id=d.get("bos_token_id"), eos_token_id=d.get("eos_token_id"), raw=d)
             if not cfg.tied:
-                raise ConfigError(f"{where}: GPT-2 with an untied LM head is not supported")
+                raise ConfigError(f"{where}: field 'tie_word_embeddings' = false (GPT-2 with "
+                                  "an untied LM head) is not supported")
         else:
             act = get("hidden_act", default="silu")
             if act != "silu":

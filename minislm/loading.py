@@ -8,6 +8,7 @@ every expected tensor: present, right shape, finite. `save` writes a folder
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def check_finite(name: str, arr: np.ndarray, where) -> None:
 def load(path, dtype=np.float32) -> Model:
     """Load an HF folder as a Model with float `dtype` weights (float32 default, float64 for tests)."""
     folder = resolve_folder(path)
+    files = checkpoint_files(folder)            # refuses pickle-only folders first
     config = Config.from_file(folder / "config.json")
     raw_config = config.raw
     try:
@@ -59,7 +61,16 @@ def load(path, dtype=np.float32) -> Model:
     if dtype is None or dtype.kind != "f":
         raise InputError(f"load: dtype must be a floating-point type such as np.float32, "
                          f"found {dtype!r}")
-    entries = [e for p in checkpoint_files(folder) for e in read_header(p)[0].values()]
+    entries = [e for p in files for e in read_header(p)[0].values()]
+    # A config describing a far bigger model than the files hold (say n_layer = 10**15) is
+    # refused here, before the per-tensor checks below enumerate its layers. Slack: 2x, and
+    # 16x when packed sub-byte codes hold several weights per stored value.
+    stored = sum(math.prod(e["shape"]) for e in entries)
+    implied = resources.parameter_count(config)
+    if implied > 2 * stored * (8 if raw_config.get("quantization_config") else 1):
+        raise CheckpointError(f"{folder}: config.json describes a model of {implied:,} "
+                              f"parameters but the safetensors files hold {stored:,} values "
+                              "(does config.json belong to these weights?)")
     resources.check_load(folder, config, entries, dtype.itemsize)   # before any allocation
     tensors, metadata = read_checkpoint(folder, dtype=dtype)
     quant = raw_config.get("quantization_config")

@@ -121,6 +121,20 @@ def _stored_itemsize(code: str) -> int:
     return DTYPES[code].itemsize
 
 
+def parameter_count(config) -> int:
+    """Parameters a config describes, in closed form (no loop over layers, so absurd
+    configs cost nothing): embeddings, L blocks, final norm, untied head."""
+    C, F, V, L = config.d_model, config.d_ff, config.vocab_size, config.n_layer
+    H, K, D = config.n_head, config.n_kv_head, config.head_dim
+    if config.family == "gpt2":
+        block = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 4 * C
+        return V * C + config.max_position * C + L * block + 2 * C
+    attn = C * H * D + 2 * C * K * D + H * D * C
+    attn += (H * D + 2 * K * D + C) if config.attention_bias else 0
+    mlp = 3 * C * F + ((2 * F + C) if config.mlp_bias else 0)
+    return V * C + L * (attn + mlp + 2 * C) + C + (0 if config.tied else V * C)
+
+
 def forward_bytes(config, seqlen: int, batch: int = 1, itemsize: int = 4) -> int:
     """Peak activations of one forward pass over [batch, seqlen] tokens (see module docstring)."""
     C, F, V = config.d_model, config.d_ff, config.vocab_size

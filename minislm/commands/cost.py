@@ -18,9 +18,9 @@ def add_arguments(p):
     src.add_argument("--config", help="a config.json (shapes only)")
     p.add_argument("--device", required=True, choices=list(DEVICES),
                    help="device description (see minislm/hardware/devices/)")
-    p.add_argument("--context", type=int, default=256,
+    p.add_argument("--context", type=int, default=None,
                    help="tokens in the KV cache for the decode step, and prompt length for "
-                        "the prefill (default 256)")
+                        "the prefill (default 256, or the model's max positions - 1)")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="2..8 integer codes or 16/32 float (default: from --model, else 32)")
     p.add_argument("--embedding-bits", type=int, default=None,
@@ -69,12 +69,12 @@ def run(args) -> int:
         sparsity = args.sparsity
     if getattr(args, "embedding_bits", None) is not None:
         embedding_bits = args.embedding_bits
-    result = estimate(config, device, context=getattr(args, "context", 256), weight_bits=bits,
+    result = estimate(config, device, context=getattr(args, "context", None), weight_bits=bits,
                       sparsity=sparsity, group_size=group_size, sym=sym,
                       embedding_bits=embedding_bits, eora_rank=eora_rank)
     result["notes"] = notes
     if getattr(args, "json", False):
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
     else:
         print(format_report(result, show_ops=getattr(args, "ops", False)))
         for note in notes:

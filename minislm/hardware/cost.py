@@ -199,14 +199,15 @@ def _bottleneck(rows: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- estimate
-def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
+def estimate(config: Config, device, context: int | None = None, weight_bits: int = 32,
              sparsity: float = 0.0, group_size: int = 128, sym: bool = False,
              embedding_bits: int | None = None, eora_rank: int = 0,
              all_logits: bool = False) -> dict:
     """Fit, latency and bottleneck of `config` on `device` (a name or a `Device`).
 
     context: tokens already in the KV cache when the measured decode step runs,
-             and the length of the prompt whose prefill is costed.
+             and the length of the prompt whose prefill is costed
+             (None: 256, or max_position − 1 when that is smaller).
     weight_bits: 32/16 float or 2…8 integer codes, groups of `group_size` input columns.
     sparsity: fraction of zeros in the block linear weights (bitmap storage when smaller).
     embedding_bits: embedding tables and a tied LM head (None: same as weight_bits).
@@ -217,6 +218,8 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
     (per-layer rows of one decode step) and `ops` (its per-kernel rows).
     """
     dev = get_device(device)
+    if context is None:
+        context = min(256, config.max_position - 1)
     if not isinstance(context, int) or context < 1:
         raise InputError(f"context must be a positive number of tokens, found {context!r}")
     if context + 1 > config.max_position:
@@ -276,16 +279,20 @@ def estimate(config: Config, device, context: int = 256, weight_bits: int = 32,
 
 def _check(memory: str, need: float, have: float) -> dict:
     return {"memory": memory, "need_bytes": need, "have_bytes": have, "fits": need <= have,
-            "ratio": need / have if have > 0 else math.inf}
+            "ratio": need / have if have > 0 else None}
 
 
 def _verdict(checks: list[dict]) -> str:
     parts = []
     for c in checks:
         word = "fits" if c["fits"] else "does NOT fit"
-        parts.append(f"{c['memory']} {word}: {_mib(c['need_bytes'])} of {_mib(c['have_bytes'])} "
-                     f"({100 * c['ratio']:.0f}%)")
+        parts.append(f"{c['memory']} {word}: {_mib(c['need_bytes'])} of "
+                     f"{_mib(c['have_bytes'])}{_percent(c)}")
     return "; ".join(parts)
+
+
+def _percent(check: dict) -> str:
+    return "" if check["ratio"] is None else f" ({100 * check['ratio']:.0f}%)"
 
 
 def _mib(n: float) -> str:
@@ -301,15 +308,15 @@ def format_report(r: dict, show_ops: bool = False) -> str:
              f"group {r['group_size']}), sparsity {r['sparsity']:.2f}, context {r['context']}",
              ""]
     for c in r["checks"]:
-        lines.append(f"  [{'ok' if c['fits'] else 'NO'}] {c['memory']}: need {_mib(c['need_bytes'])}"
-                     f", have {_mib(c['have_bytes'])} ({100 * c['ratio']:.0f}%)")
+        lines.append(f"  [{'ok' if c['fits'] else 'NO'}] {c['memory']}: need "
+                     f"{_mib(c['need_bytes'])}, have {_mib(c['have_bytes'])}{_percent(c)}")
     rows = r["ops"] if show_ops else r["layers"]
     lines += ["", f"one decode step at context {r['context']}:",
-              f"{'layer':<10} {'op' if show_ops else '':<13} {'MMAC':>9} {'weights KiB':>12} "
+              f"{'layer':<10} {'op' if show_ops else '':<15} {'MMAC':>9} {'weights KiB':>12} "
               f"{'other KiB':>10} {'time us':>10} {'share':>6}  bottleneck"]
     total = r["latency_s_per_token"]
     for row in rows:
-        lines.append(f"{row['layer']:<10} {row.get('op', ''):<13} {row['macs'] / 1e6:>9.3f} "
+        lines.append(f"{row['layer']:<10} {row.get('op', ''):<15} {row['macs'] / 1e6:>9.3f} "
                      f"{row['weight_bytes'] / 1024:>12.1f} {row['other_bytes'] / 1024:>10.1f} "
                      f"{row['seconds'] * 1e6:>10.1f} {100 * row['seconds'] / total:>5.1f}%  "
                      f"{row['bottleneck']}")

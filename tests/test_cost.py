@@ -345,3 +345,17 @@ def test_sparsity_survives_minislm_quantization(tmp_path):
     r = estimate(info["config"], "jetson-nano", context=16, weight_bits=4, group_size=16,
                  sparsity=info["sparsity"], embedding_bits=32)
     assert r["fits"] and r["weight_bytes_by_part"]["embeddings"] == 4 * (80 + 256) * 32
+
+
+def test_cli_show_device_and_per_kernel_rows(tmp_path):
+    code, text = run_cli(["cost", "--device", "siracusa", "--show-device"])
+    assert code == 0 and "**assumption**" in text and "92 Gbit/s" in text
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(tiny_llama().to_hf_dict()))
+    code, text = run_cli(["cost", "--config", str(path), "--device", "siracusa",
+                          "--weight-bits", "8", "--ops"])
+    assert code == 0 and "[N-EUREKA, weights in mram]" in text and "[cluster]" in text
+    assert "FITS" in text
+    code, text = run_cli(["cost", "--config", str(path), "--device", "siracusa",
+                          "--context", "9999"])
+    assert code == 2

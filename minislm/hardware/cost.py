@@ -114,8 +114,11 @@ def siracusa_op(op: Op, dev: Device, weights_at: str, kv_at: str, int8: bool = T
         cycles["off-chip L3 bandwidth"] = from_l3 / dev["l3_bandwidth"] * f
     fill = min(via_dma / tiles, half_l1) / dma             # the first tile is not overlapped
     overhead = dev["kernel_overhead_cycles"] + tiles * dev["tile_overhead_cycles"] + fill
-    return _finish({k: v / f for k, v in cycles.items()}, overhead / f, "kernel overhead",
-                   tiles=tiles)
+    result = _finish({k: v / f for k, v in cycles.items()}, overhead / f, "kernel overhead",
+                     tiles=tiles)
+    result["runs_on"] = ("N-EUREKA" if "engine compute" in cycles else
+                         "cluster" if "cluster compute" in cycles else "DMA")
+    return result
 
 
 def _finish(terms: dict, overhead_s: float, overhead_name: str, tiles: int = 1) -> dict:
@@ -165,8 +168,10 @@ def _cost_step(ops: list[Op], dev: Device, where: dict | None, kv_at: str,
                      "other_bytes": op.act_bytes + op.kv_bytes,
                      "seconds": c["seconds"], "bottleneck": c["bottleneck"],
                      "tiles": c["tiles"]})
-        if where is not None and op.kind in ("linear", "lookup"):
-            rows[-1]["weights_at"] = where.get((op.layer, op.name))
+        if where is not None:
+            rows[-1]["runs_on"] = c["runs_on"]
+            if op.kind in ("linear", "lookup"):
+                rows[-1]["weights_at"] = where.get((op.layer, op.name))
     return sum(r["seconds"] for r in rows), rows
 
 
@@ -319,7 +324,10 @@ def format_report(r: dict, show_ops: bool = False) -> str:
         lines.append(f"{row['layer']:<10} {row.get('op', ''):<15} {row['macs'] / 1e6:>9.3f} "
                      f"{row['weight_bytes'] / 1024:>12.1f} {row['other_bytes'] / 1024:>10.1f} "
                      f"{row['seconds'] * 1e6:>10.1f} {100 * row['seconds'] / total:>5.1f}%  "
-                     f"{row['bottleneck']}")
+                     f"{row['bottleneck']}"
+                     + (f" [{row['runs_on']}, weights in {row['weights_at']}]"
+                        if show_ops and row.get("weights_at") else
+                        f" [{row['runs_on']}]" if show_ops and "runs_on" in row else ""))
     energy = r["energy_j_per_token"]
     lines += ["",
               f"weights stored: {_mib(r['weight_bytes'])}   KV cache: {_mib(r['kv_cache_bytes'])}",

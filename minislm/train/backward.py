@@ -62,17 +62,20 @@ def _is_trainable(trainable, name) -> bool:
 
 
 def _accumulate(grads, name, g) -> None:
-    """grads[name] += g (a weight used twice gets the sum of both gradients)."""
+    """grads[name] += g (a weight used twice gets the sum of both gradients).
+
+    The arrays in `grads` were all made by this backward pass, so adding in
+    place is safe and saves a copy of (for the tied head) a [V, C] array.
+    """
     if g is None:
         return
-    if name in grads:
-        if isinstance(g, dict):
-            for key, value in g.items():
-                grads[name][key] = grads[name][key] + value
-        else:
-            grads[name] = grads[name] + g
-    else:
+    if name not in grads:
         grads[name] = g
+    elif isinstance(g, dict):
+        for key, value in g.items():
+            grads[name][key] = grads[name][key] + value
+    else:
+        grads[name] += g
 
 
 def _lin_forward(model, name, x):
@@ -262,7 +265,9 @@ def model_backward(model, dlogits, caches, trainable=None):
         for cache in reversed(blocks):
             dx = llama_block_backward(dx, cache, grads, trainable)
     if _is_trainable(trainable, emb_name):
-        _accumulate(grads, emb_name, embedding_backward(dx, emb))          # tied: summed
+        # tied head: scatter the embedding's gradient into the head's [V, C] gradient
+        head_grad = grads.get(emb_name)
+        grads[emb_name] = embedding_backward(dx, emb, out=head_grad)
     return grads
 
 

@@ -73,14 +73,21 @@ def embedding_forward(E, ids):
     return E[ids], (ids, E.shape)
 
 
-def embedding_backward(dx, cache):
+def embedding_backward(dx, cache, out=None):
     """Forward was x[b, t] = E[ids[b, t]]:  dE[v] = Σ_{(b,t): ids[b,t] = v} dx[b, t].
 
-    A token that occurs n times receives the sum of its n gradients (scatter-add).
+    A token that occurs n times receives the sum of its n gradients: the rows of
+    dx are sorted by token id and each run of equal ids summed (`np.add.reduceat`),
+    then added to the rows of the used tokens only. `out`: an existing [V, C]
+    gradient to add into (the tied LM head's), instead of a new zero array.
     """
     ids, shape = cache
-    dE = np.zeros(shape, dtype=dx.dtype)                                 # [V, C]
-    np.add.at(dE, ids.reshape(-1), dx.reshape(-1, shape[1]))
+    dE = np.zeros(shape, dtype=dx.dtype) if out is None else out        # [V, C]
+    flat = ids.reshape(-1)                                               # [N]
+    order = np.argsort(flat, kind="stable")
+    sorted_ids = flat[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    dE[sorted_ids[starts]] += np.add.reduceat(dx.reshape(-1, shape[1])[order], starts, axis=0)
     return dE
 
 

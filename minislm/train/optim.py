@@ -35,6 +35,15 @@ class AdamWState:
     m: dict = field(default_factory=dict)
     v: dict = field(default_factory=dict)
     step: int = 0
+    scratch: np.ndarray | None = field(default=None, repr=False)   # reused work space
+
+    def work_array(self, like: np.ndarray) -> np.ndarray:
+        """A scratch array shaped like `like`, reusing one buffer across parameters and
+        steps (a fresh 150 MB array per step costs more in page faults than the math)."""
+        if self.scratch is None or self.scratch.size < like.size or \
+                self.scratch.dtype != like.dtype:
+            self.scratch = np.empty(like.size, dtype=like.dtype)
+        return self.scratch[:like.size].reshape(like.shape)
 
 
 def decays(name: str, value) -> bool:
@@ -60,13 +69,18 @@ def adamw_step(params: dict, grads: dict, state: AdamWState, lr: float, betas=(0
             state.m[name] = np.zeros_like(theta)
             state.v[name] = np.zeros_like(theta)
         m, v = state.m[name], state.v[name]
+        tmp = state.work_array(theta)         # the only work space: no temporaries
         m *= b1
-        m += (1.0 - b1) * g
+        m += np.multiply(g, 1.0 - b1, out=tmp)                       # m = β₁m + (1−β₁)g
         v *= b2
-        v += (1.0 - b2) * (g * g)
+        np.multiply(g, g, out=tmp)
+        v += np.multiply(tmp, 1.0 - b2, out=tmp)                     # v = β₂v + (1−β₂)g²
         if weight_decay and decays(name, theta):
             theta *= 1.0 - lr * weight_decay          # θ − ηλθ, decoupled from the gradient
-        theta -= (lr * c1) * m / (np.sqrt(v * c2) + eps)
+        np.sqrt(np.multiply(v, c2, out=tmp), out=tmp)                # √v̂
+        tmp += eps
+        np.divide(m, tmp, out=tmp)                                   # m / (√v̂ + ε)
+        theta -= np.multiply(tmp, lr * c1, out=tmp)                  # − η m̂ / (√v̂ + ε)
 
 
 def global_norm(grads: dict) -> float:
@@ -74,12 +88,20 @@ def global_norm(grads: dict) -> float:
     return math.sqrt(sum(float(np.vdot(g, g).real) for g in grads.values()))
 
 
-def clip_by_global_norm(grads: dict, max_norm: float | None) -> tuple[dict, float]:
-    """(gradients scaled so ‖g‖₂ ≤ max_norm, the norm before clipping); None = no clipping."""
+def clip_by_global_norm(grads: dict, max_norm: float | None,
+                        in_place: bool = False) -> tuple[dict, float]:
+    """(gradients scaled so ‖g‖₂ ≤ max_norm, the norm before clipping); None = no clipping.
+
+    The input arrays are left alone unless `in_place` (for a caller that owns them).
+    """
     norm = global_norm(grads)
     if max_norm is None or norm <= max_norm or norm == 0.0:
         return grads, norm
     scale = max_norm / norm
+    if in_place:
+        for g in grads.values():
+            g *= scale
+        return grads, norm
     return {name: g * scale for name, g in grads.items()}, norm
 
 

@@ -166,7 +166,7 @@ def train(model, train_stream: np.ndarray, options: TrainOptions = TrainOptions(
         if not math.isfinite(loss):
             raise NumericalError(f"training loss became {loss} at step {step}; lower --lr "
                                  "or raise --warmup")
-        grads, norm = clip_by_global_norm(grads, options.clip)
+        grads, norm = clip_by_global_norm(grads, options.clip, in_place=True)
         lr = learning_rate(step, options.steps, options.lr, options.warmup, options.min_lr,
                            options.schedule)
         adamw_step(params, grads, state, lr, (options.beta1, options.beta2), options.eps,

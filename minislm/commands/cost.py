@@ -24,7 +24,7 @@ def add_arguments(p):
     p.add_argument("--weight-bits", type=int, default=None,
                    help="2..8 integer codes or 16/32 float (default: from --model, else 32)")
     p.add_argument("--embedding-bits", type=int, default=None,
-                   help="bits of the embedding tables / tied LM head (default: as stored "
+                   help="bits of the embedding tables and LM head (default: as stored "
                         "for --model, else the weight bits)")
     p.add_argument("--group-size", type=int, default=None,
                    help="quantization group size (default: from --model, else 128)")

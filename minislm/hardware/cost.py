@@ -215,7 +215,7 @@ def estimate(config: Config, device, context: int | None = None, weight_bits: in
              (None: 256, or max_position − 1 when that is smaller).
     weight_bits: 32/16 float or 2…8 integer codes, groups of `group_size` input columns.
     sparsity: fraction of zeros in the block linear weights (bitmap storage when smaller).
-    embedding_bits: embedding tables and a tied LM head (None: same as weight_bits).
+    embedding_bits: embedding tables and the LM head (None: same as weight_bits).
     eora_rank: rank of a float32 EoRA correction on every block linear (0: none).
     all_logits: the prefill computes logits for every prompt position (plain forward).
     Returns a dict: totals (`fits`, `weight_bytes`, `latency_s_per_token`,

@@ -25,7 +25,9 @@ and only when that is smaller than the dense codes:
     code bits = min(N·b,  (1 − s)·N·b + N)
 Float weights (b = 16 or 32) have no grid. Norm weights and biases are float32.
 Sparsity applies to the linear weights inside the blocks (pruning leaves the
-embedding and the LM head dense); `embedding_bits` defaults to the weight bits.
+embedding and the LM head dense). The embedding tables and the LM head share
+`embedding_bits` (minislm's quantizer keeps both in float; llama.cpp-style
+deployments quantize both), which defaults to the weight bits.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ class WeightFormat:
     group_size: int = 128            # g; −1 per output row, 0 per matrix (ignored for float)
     sym: bool = False                # symmetric grid: no zero points stored
     sparsity: float = 0.0            # s, fraction of zeros in the block linear weights
-    embedding_bits: int | None = None    # token/position embeddings (and a tied LM head)
+    embedding_bits: int | None = None    # embedding tables and the LM head (None: = bits)
     eora_rank: int = 0               # r of EoRA's float32 low-rank correction per linear
 
     def validate(self) -> None:
@@ -120,7 +122,8 @@ def stored_weight_bytes(config: Config, fmt: WeightFormat) -> dict:
     if config.family == "gpt2":
         embeddings += matrix_bytes(config.max_position, C, fmt.emb_bits, fmt.group_size,
                                    fmt.sym)[0]
-    lm_head = 0.0 if config.tied else matrix_bytes(V, C, fmt.bits, fmt.group_size, fmt.sym)[0]
+    lm_head = 0.0 if config.tied else matrix_bytes(V, C, fmt.emb_bits, fmt.group_size,
+                                                   fmt.sym)[0]
     matrix_params = sum(lin.d_in * lin.d_out for lin in linear_layers(config, include_lm_head=True))
     matrix_params += V * C if not config.tied else 0          # the untied input embedding
     matrix_params += config.max_position * C if config.family == "gpt2" else 0
@@ -203,8 +206,7 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
     n_head = n if all_logits else 1
     ops.append(Op("head", "norm_f", "elementwise", elements=n_head * C, element_kind="norm",
                   weight_bytes=4.0 * norm_params, act_bytes=2 * n_head * C * a, tokens=n_head))
-    head_bits = fmt.emb_bits if config.tied else fmt.bits
-    ops.append(linear("head", "lm_head", C, V, head_bits, 0.0, False, tokens=n_head))
+    ops.append(linear("head", "lm_head", C, V, fmt.emb_bits, 0.0, False, tokens=n_head))
     return ops
 
 

@@ -133,3 +133,21 @@ def test_load_rejects_inconsistent_quantized_tensors(tiny, tmp_path):
     write_safetensors(folder / "model.safetensors", tensors)
     with pytest.raises(CheckpointError, match="up_proj.scales"):
         minislm.load(folder)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_int8_kv_cache_is_close_and_smaller(family, tiny):
+    from minislm.model.cache import KVCache
+    from minislm.quant.kv_cache import Int8KVCache
+    model = tiny[family]
+    ids = _calib(model, n=2, T=24)
+    float_cache, int8_cache = KVCache(), Int8KVCache()
+    ref = minislm.forward(model, ids[:, :16], cache=float_cache)
+    out = minislm.forward(model, ids[:, :16], cache=int8_cache)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=0.02 * np.abs(ref).max())
+    step_ref = minislm.forward(model, ids[:, 16:20], cache=float_cache)   # decode continues
+    step = minislm.forward(model, ids[:, 16:20], cache=int8_cache)
+    np.testing.assert_allclose(step, step_ref, atol=0.02 * np.abs(step_ref).max())
+    D = model.config.head_dim
+    assert int8_cache.nbytes == float_cache.nbytes * (D + 4) // (4 * D)

@@ -1,0 +1,467 @@
+"""Nothing lost, nothing untrusted run, resources checked, numerical hazards reported.
+
+  * a process killed (SIGKILL) while writing a checkpoint leaves the old complete
+    file or none under the final name — never half a file;
+  * Ctrl-C (SIGINT) stops a long command with status 130 and no traceback;
+  * `compress --resume` / `train --resume` continue after a kill and end with the
+    same result as an uninterrupted run;
+  * no command modifies its input files (sha256 of every file before and after);
+  * a LLaMA-3.2-1B-shaped checkpoint on a 4 GB budget is refused before any
+    allocation (header-only sparse file: no disk, no RAM used);
+  * NaN/Inf activations are reported with the layer; GPTQ's Cholesky is retried
+    with more damping; all-zero quantization groups get a usable scale.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import minislm
+from minislm import resources
+from minislm.checkpoint import read_safetensors
+from minislm.cli import main as cli_main
+from minislm.config import Config
+from minislm.errors import ConfigError, NumericalError, ResourceError
+from minislm.model import families
+
+from reliability_helpers import TEXT, make_checkpoint, tree_hashes
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("rel")
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(base):
+    return make_checkpoint(base / "gpt2", "gpt2")
+
+
+@pytest.fixture(scope="module")
+def corpus(base):
+    path = base / "corpus.txt"
+    lines = [f"line {i}: {TEXT.splitlines()[i % 5]}" for i in range(240)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# =========================================================== killed mid-write
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from minislm.checkpoint import write_safetensors
+    target, i = sys.argv[1], 0
+    while True:   # rewrite the same file forever, each version filled with its number
+        write_safetensors(target, {"w": np.full((16, 1 << 20), i, np.float32)},
+                          metadata={"version": str(i)})
+        print(i, flush=True)
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03])
+def test_sigkill_mid_write_leaves_old_file_or_none(base, delay):
+    """SIGKILL while a 64 MB safetensors file is being rewritten: the final name holds a
+    complete file (some finished version), the partial bytes only a hidden temp name."""
+    folder = base / f"kill{delay}"
+    folder.mkdir()
+    target = folder / "model.safetensors"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=ENV,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "0"       # version 0 is complete
+        temps = lambda: [p for p in folder.iterdir() if p.name.endswith(".tmp")]  # noqa: E731
+        wait_for(lambda: any(p.stat().st_size > 0 for p in temps()), what="a partial write")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    tensors = read_safetensors(target)               # complete and parseable
+    version = float(minislm.checkpoint.read_header(target)[1]["version"])
+    assert tensors["w"].shape == (16, 1 << 20)
+    assert np.all(tensors["w"] == version)           # not a mix of two versions
+    leftovers = [p.name for p in folder.iterdir() if p != target]
+    assert all(n.startswith(".model.safetensors.") and n.endswith(".tmp") for n in leftovers)
+    assert minislm.checkpoint.checkpoint_files(folder) == [target]   # temps are never read
+
+
+SAVER = textwrap.dedent("""
+    import sys, numpy as np, minislm
+    model = minislm.load(sys.argv[1])
+    big = model.params["transformer.wte.weight"]
+    params = dict(model.params)
+    # a 300-token vocabulary padded to 1M rows: a 64 MB model.safetensors
+    params["transformer.wte.weight"] = np.resize(big, (1 << 20, big.shape[1]))
+    model = model.replace(params=params, config=model.config.replace(vocab_size=1 << 20),
+                          tokenizer=None)
+    print("saving", flush=True)
+    minislm.save(model, sys.argv[2])
+    print("saved", flush=True)
+""")
+
+
+def test_sigkill_during_save_never_leaves_a_half_checkpoint(base, gpt2_dir):
+    out = base / "killed-save"
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(gpt2_dir), str(out)], env=ENV,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "saving"
+        wait_for(lambda: out.exists() and any(p.name.endswith(".tmp") and p.stat().st_size
+                                              for p in out.iterdir()),
+                 what="save's temp file")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = out / "model.safetensors"
+    if final.exists():                                # finished before the kill landed
+        assert read_safetensors(final)["transformer.wte.weight"].shape == (1 << 20, 16)
+    else:                                             # the folder is refused clearly
+        with pytest.raises(minislm.MinislmError):
+            minislm.load(out)
+
+
+# =========================================================== Ctrl-C
+def test_ctrl_c_stops_a_long_generation_with_status_130(base):
+    """SIGINT during a 100k-token generation: exit 130, one line on stderr, no traceback."""
+    folder = make_checkpoint(base / "long", "llama", max_position_embeddings=100_000,
+                             eos_token_id=None, rope_scaling=None)
+    proc = subprocess.Popen([sys.executable, "-m", "minislm", "generate", "--model",
+                             str(folder), "--prompt", "Return the", "--max-new-tokens",
+                             "99000"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdout.read(12)                           # the prompt and first tokens streamed
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err.decode()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+# =========================================================== inputs never modified
+@pytest.fixture(scope="module")
+def commands(base, gpt2_dir, corpus):
+    toml = base / "pipe.toml"
+    toml.write_text(textwrap.dedent("""
+        [eval]
+        ppl_data = "{corpus}"
+        ppl_tokens = 64
+        seqlen = 32
+        toolcall = 0
+        speed = false
+        device = ""
+        [[stage]]
+        name = "quantize"
+        method = "rtn"
+        bits = 4
+        group_size = 8
+        [[stage]]
+        name = "export"
+        formats = ["hf"]
+    """).format(corpus=corpus))
+    m, o = str(gpt2_dir), base / "outputs"
+    return {
+        "generate": ["generate", "--model", m, "--prompt", "Return the", "--max-new-tokens", 8],
+        "eval": ["eval", "--model", m, "--task", "ppl", "--data", corpus, "--seqlen", 32,
+                 "--limit", 128, "--no-log", "--json"],
+        "quantize": ["quantize", "--model", m, "--method", "rtn", "--group-size", 8,
+                     "--out", o / "q"],
+        "quantize-gptq": ["quantize", "--model", m, "--method", "gptq", "--group-size", 8,
+                          "--calib", corpus, "--n-samples", 4, "--seq-len", 32, "--out",
+                          o / "gptq"],
+        "prune": ["prune", "--model", m, "--method", "magnitude", "--sparsity", 0.5,
+                  "--out", o / "pruned"],
+        "export-gguf": ["export-gguf", "--model", m, "--type", "q8_0", "--out", o / "m.gguf"],
+        "cost": ["cost", "--model", m, "--device", "siracusa"],
+        "compress": ["compress", "--config", toml, "--model", m, "--out", o / "c",
+                     "--no-log", "--quiet"],
+        "finetune": ["finetune", "--model", m, "--data", corpus, "--steps", 1,
+                     "--batch-size", 2, "--max-len", 32, "--out", o / "ft"],
+        "distill": ["distill", "--teacher", m, "--student", m, "--data", corpus, "--steps", 1,
+                    "--batch-size", 2, "--max-len", 32, "--out", o / "kd"],
+        "train": ["train", "--model", m, "--data", corpus, "--steps", 1, "--batch-size", 2,
+                  "--seq-len", 16, "--eval-tokens", 64, "--sample-prompt", "",
+                  "--no-progress", "--out", o / "tr"],
+    }
+
+
+COMMANDS = ["generate", "eval", "quantize", "quantize-gptq", "prune", "export-gguf", "cost",
+            "compress", "finetune", "distill", "train"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_commands_never_modify_their_inputs(commands, gpt2_dir, corpus, monkeypatch, base,
+                                            capsys, name):
+    monkeypatch.setenv("MINISLM_RUNS", str(base / "runs.jsonl"))
+    monkeypatch.chdir(base)                    # anything written to the cwd lands here
+    before = tree_hashes(gpt2_dir), corpus.read_bytes()
+    rc = cli_main([str(a) for a in commands[name]])
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-2000:]
+    assert tree_hashes(gpt2_dir) == before[0], f"{name} modified the input checkpoint"
+    assert corpus.read_bytes() == before[1], f"{name} modified the input corpus"
+
+
+# =========================================================== resume after a kill
+def _kill_when(argv, condition, what):
+    proc = subprocess.Popen([sys.executable, "-m", "minislm"] + [str(a) for a in argv],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: condition() or proc.poll() is not None, timeout=120, what=what)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def test_compress_resume_after_sigkill(commands, base, capsys):
+    """Kill `minislm compress` once its first stage is finished; --resume reuses that
+    stage and ends with the same report numbers as an uninterrupted run."""
+    argv = [str(a) for a in commands["compress"]]
+    out = base / "resume-compress"
+    argv[argv.index("--out") + 1] = str(out)
+    marker = out / "stages" / "01_quantize" / "done.json"
+    assert _kill_when(argv, marker.exists, "stage 1's done-marker") == -signal.SIGKILL
+    for model_dir in (out / "stages").glob("*/model"):      # a stage folder is whole or absent
+        minislm.load(model_dir)
+    assert cli_main(argv + ["--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "rows resumed" in text
+    rows = {r["label"]: r for r in json.loads((out / "report.json").read_text())}
+    assert rows["01_quantize"]["resumed"] is True
+    assert set(rows) == {"baseline", "01_quantize", "02_export"}
+    fresh = base / "uninterrupted-compress"
+    argv[argv.index("--out") + 1] = str(fresh)
+    assert cli_main(argv) == 0
+    again = {r["label"]: r for r in json.loads((fresh / "report.json").read_text())}
+    for label in rows:
+        assert rows[label]["metrics"]["perplexity"] == pytest.approx(
+            again[label]["metrics"]["perplexity"], rel=1e-6)
+    assert tree_hashes(out / "stages" / "02_export" / "model") and \
+        read_safetensors(out / "stages" / "02_export" / "model" / "model.safetensors")
+
+
+def test_train_resume_after_sigkill_matches_uninterrupted_run(commands, base, corpus):
+    argv = [str(a) for a in commands["train"]]
+    steps = ["--steps", "400", "--save-every", "50", "--eval-every", "0"]   # ~2 ms a step
+    argv[argv.index("--steps"):argv.index("--steps") + 2] = steps
+    killed, straight = base / "train-killed", base / "train-straight"
+    argv[argv.index("--out") + 1] = str(killed)
+    state = killed / "trainer_state.safetensors"
+    assert _kill_when(argv, state.exists, "the first training checkpoint") == -signal.SIGKILL
+    step_at_kill = int(minislm.checkpoint.read_header(state)[1]["step"])
+    assert cli_main(argv + ["--resume"]) == 0
+    argv[argv.index("--out") + 1] = str(straight)
+    assert cli_main(argv) == 0
+    a = read_safetensors(killed / "model.safetensors")
+    b = read_safetensors(straight / "model.safetensors")
+    assert a.keys() == b.keys() and 50 <= step_at_kill < 400   # killed mid-run
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    history = json.loads((killed / "history.json").read_text())
+    assert [h["step"] for h in history] == list(range(1, 401))
+
+
+# =========================================================== memory preflight
+LLAMA_32_1B = dict(
+    model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=128256,
+    hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+    head_dim=64, intermediate_size=8192, max_position_embeddings=131072,
+    tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=500000.0, hidden_act="silu",
+    bos_token_id=128000, eos_token_id=[128001, 128008, 128009], torch_dtype="bfloat16",
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+
+
+def header_only_checkpoint(folder: Path, config: dict, code: str = "BF16") -> int:
+    """A safetensors file with the real header of `config` and a sparse (hole) data section:
+    the loader sees a 2.5 GB file while no disk block is used. Returns the parameter count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    header, offset, size = {}, 0, {"BF16": 2, "F32": 4}[code]
+    for name, shape in sorted(families.expected_shapes(Config.from_hf_dict(config)).items()):
+        n = math.prod(shape)
+        header[name] = {"dtype": code, "shape": list(shape),
+                        "data_offsets": [offset, offset + size * n]}
+        offset += size * n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+    return offset // size
+
+
+def test_llama_1b_on_a_4gb_budget_is_refused_before_loading(base, monkeypatch):
+    folder = base / "llama-3.2-1b-shaped"
+    n = header_only_checkpoint(folder, LLAMA_32_1B)
+    assert n == 1_235_814_400                          # LLaMA-3.2-1B's parameter count
+    assert os.stat(folder / "model.safetensors").st_blocks * 512 < 10 * 2 ** 20   # sparse
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", "4GB")
+    started = time.perf_counter()
+    with pytest.raises(ResourceError) as info:
+        minislm.load(folder)
+    message = str(info.value)
+    assert time.perf_counter() - started < 5           # refused from headers, no data read
+    assert str(folder) in message and "4.00 GB" in message and "MINISLM_MEMORY_LIMIT" in message
+    assert "4.94 GB of float32 weights" in message     # bf16 widened: 1.24e9 × 4 bytes
+    with pytest.raises(ResourceError):                 # float64 is twice as hard
+        minislm.load(folder, dtype=np.float64)
+
+
+def test_estimate_accounts_for_widening_and_mapping(base, monkeypatch):
+    """bf16 on disk costs 4 bytes/param in RAM like float32; float64 costs 8; the
+    estimate is the same for a memory-mapped float32 file (its pages are touched)."""
+    folder = base / "fp32-1b"
+    header_only_checkpoint(folder, LLAMA_32_1B, code="F32")
+    config = Config.from_hf_dict(LLAMA_32_1B)
+    entries = list(minislm.checkpoint.read_header(folder / "model.safetensors")[0].values())
+    bf16_entries = [dict(e, dtype="BF16") for e in entries]
+    assert resources.weight_bytes(entries, 4) == resources.weight_bytes(bf16_entries, 4)
+    assert resources.weight_bytes(entries, 8)[0] == 2 * resources.weight_bytes(entries, 4)[0]
+    assert resources.parameter_count(config) == 1_235_814_400
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", "5.5GB")
+    with pytest.raises(ResourceError):
+        resources.check_load(folder, config, entries, 4)
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", "6GB")
+    assert 5.5e9 < resources.check_load(folder, config, entries, 4) < 6e9
+
+
+def test_memory_limit_parsing_and_system_reading(monkeypatch):
+    assert resources.parse_size("4GB") == 4 * 10 ** 9
+    assert resources.parse_size("512MiB") == 512 * 2 ** 20
+    assert resources.parse_size("1.5g") == 1_500_000_000
+    assert resources.parse_size(" 1000 ") == 1000
+    monkeypatch.delenv("MINISLM_MEMORY_LIMIT", raising=False)
+    available, source = resources.available_memory()
+    if Path("/proc/meminfo").exists():
+        assert available > 0 and ("MemAvailable" in source or "cgroup" in source)
+
+
+def test_calibration_preflight(gpt2_dir, monkeypatch):
+    model = minislm.load(gpt2_dir)
+    need = resources.check_calibration(model, 8, 32)
+    assert need >= 2 * 8 * 32 * 16 * 4                 # the windows' hidden states at least
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need - 1))
+    with pytest.raises(ResourceError, match="calibrating on 1000000 windows"):
+        resources.check_calibration(model, 1_000_000, 32)
+    with pytest.raises(ConfigError):
+        monkeypatch.setenv("MINISLM_MEMORY_LIMIT", "plenty")
+        resources.check_calibration(model, 1, 8)
+
+
+# =========================================================== numerical hazards
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_nan_activations_are_reported_with_the_layer(base, family):
+    model = minislm.load(make_checkpoint(base / f"nan-{family}", family))
+    params = dict(model.params)
+    name = ("transformer.h.1.mlp.c_fc.weight" if family == "gpt2"
+            else "model.layers.1.mlp.up_proj.weight")
+    params[name] = np.sign(params[name]) * np.float32(3e38)   # finite, but products overflow
+    bad = model.replace(params=params)
+    ids = np.array([[1, 2, 3, 4]])
+    assert np.isfinite(minislm.forward(model, ids, check_numerics=True)).all()
+    with np.errstate(all="ignore"):
+        logits = minislm.forward(bad, ids)             # unchecked: garbage flows through
+    assert not np.isfinite(logits).all()
+    nxt = ("transformer.h.1.mlp.c_proj.weight" if family == "gpt2"
+           else "model.layers.1.mlp.down_proj.weight")
+    with np.errstate(all="ignore"), pytest.raises(NumericalError) as info:
+        minislm.forward(bad, ids, check_numerics=True)
+    assert nxt in str(info.value) and "NaN/Inf" in str(info.value)
+
+
+def test_nan_in_a_block_output_names_the_block(base):
+    model = minislm.load(make_checkpoint(base / "nan-out", "llama"))
+    params = dict(model.params)
+    W = params["model.layers.0.mlp.down_proj.weight"]      # large but finite inputs, then
+    params["model.layers.0.mlp.down_proj.weight"] = np.sign(W) * np.float32(3e38)  # overflow
+    params["model.layers.0.post_attention_layernorm.weight"] = \
+        params["model.layers.0.post_attention_layernorm.weight"] * np.float32(1e3)
+    with np.errstate(all="ignore"), pytest.raises(NumericalError, match="block 0"):
+        minislm.forward(model.replace(params=params), [[5, 6, 7]], check_numerics=True)
+
+
+def test_gptq_retries_cholesky_with_more_damping_and_reports_it():
+    from minislm.calibration import inverse_hessian_factor
+    from minislm.quant.gptq import gptq_quantize
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 3)).astype(np.float32)          # rank 3 < 16 inputs
+    H = 2.0 * X @ X.T / 3
+    H[0, 0] = H[1, 1] = 0.0                                     # and two dead inputs
+    W = rng.standard_normal((4, 16)).astype(np.float32)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(H.astype(np.float64))                 # undamped: fails
+    res = gptq_quantize(W, H, bits=4, group_size=8, damp=0.0)
+    assert res.damp > 0.0                                        # retried, and reported
+    assert np.isfinite(res.quantized.dequantize()).all() and np.isfinite(res.error_gptq)
+    indefinite = -np.eye(8) * 1e6 + np.ones((8, 8))
+    indefinite[0, 0] = 1.0
+    with pytest.raises(NumericalError, match="damping"):
+        inverse_hessian_factor(indefinite, damp=1e-6, max_tries=3)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([2, 3, 4, 8]), st.sampled_from([-1, 0, 4, 8]), st.booleans(),
+       st.integers(0, 10_000))
+def test_all_zero_groups_quantize_to_exact_zeros(bits, group_size, sym, seed):
+    from minislm.quant.rtn import quantize_rtn
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((6, 16)).astype(np.float32)
+    W[rng.random(6) < 0.5] = 0.0                                 # whole rows zero
+    W[:, 4:8] = 0.0                                              # one whole group zero
+    if seed % 3 == 0:
+        W[:] = 0.0                                               # the whole matrix zero
+    with np.errstate(all="raise"):                              # no division by zero anywhere
+        qm = quantize_rtn(W, bits=bits, group_size=group_size, sym=sym)
+        W_hat = qm.dequantize()
+    assert np.all(np.isfinite(qm.scales.astype(np.float32))) and np.all(qm.scales > 0)
+    np.testing.assert_array_equal(W_hat[W.sum(1) == 0], 0.0)    # zero rows stay exactly 0
+    if group_size in (4, 8):
+        assert np.all(W_hat[:, 4:8] == 0.0)
+    assert np.isfinite(qm.mse)
+
+
+def test_gptq_on_all_zero_weights_and_dead_inputs():
+    from minislm.quant.gptq import gptq_quantize
+    H = np.zeros((8, 8), np.float32)                             # no input ever active
+    res = gptq_quantize(np.zeros((3, 8), np.float32), H, bits=4, group_size=4)
+    assert np.all(res.quantized.dequantize() == 0.0) and res.error_gptq == 0.0

@@ -37,6 +37,7 @@ says which module is missing; no stage ever reports numbers it did not measure.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,6 +46,8 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .checkpoint import atomic_write_text
 from .config import Config
@@ -70,7 +73,7 @@ DEFAULT_PIPELINE = {
     "stage": [
         {"name": "depth_prune", "layers": 1, "method": "block"},
         {"name": "width_prune", "method": "wanda", "nm": "2:4"},
-        {"name": "lora", "rank": 8, "steps": 40},
+        {"name": "lora", "rank": 8, "steps": 20},
         {"name": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
         {"name": "eora", "rank": 8},
         {"name": "export", "formats": ["hf", "gguf"], "gguf_type": "q8_0"},
@@ -341,15 +344,36 @@ def run_quantize(model, o, ctx):
 
 
 def run_eora(model, o, ctx):
-    mq = _technique("minislm.quant.model_quant", "eora")
+    """Add EoRA's rank-r term to every quantized linear of `model` (quant/eora.py).
+
+    ΔW = W − Ŵ uses the float weights the quantize stage started from, and
+    H = 2 XᵀX/n the inputs each linear sees in the *quantized* model (one
+    calibration pass; no re-quantization, the codes stay as they are).
+    """
+    eora = _technique("minislm.quant.eora", "eora")
+    from .calibration import collect
     if ctx.before_quantize is None:
         raise ConfigError("stage 'eora' needs a quantize stage before it")
-    # EoRA compensates W − Ŵ: re-quantize the float model (same calibration, same codes)
-    # with the rank-r correction added to every quantized linear.
-    compensated, _ = mq.quantize_model(ctx.before_quantize, eora_rank=o["rank"],
-                                       calib_ids=ctx.calib_ids(ctx.before_quantize),
-                                       progress=ctx.progress, **ctx.quantize_options)
-    return compensated
+    quantized = {name: w for name, w in model.params.items() if hasattr(w, "eora_A")}
+    stats = collect(model, ctx.calib_ids(model), stats=("xtx",), names=list(quantized),
+                    progress=ctx.progress)
+    params = dict(model.params)
+    for lin in families.linear_layers(model.config, model.prefix):
+        qt = quantized.get(lin.name)
+        if qt is None:
+            continue
+        if qt.eora_A is not None:
+            raise ConfigError(f"stage 'eora': {lin.name} already carries an EoRA term "
+                              "(quantize eora_rank > 0); use one or the other")
+        W = np.asarray(ctx.before_quantize.params[lin.name], dtype=np.float32)
+        W = W.T if lin.orientation == "in_out" else W                       # [out, in]
+        comp = eora.eora(W, qt.effective_out_in(), stats[lin.name].hessian(),
+                         min(o["rank"], *W.shape))
+        params[lin.name] = dataclasses.replace(qt, eora_A=comp.A, eora_B=comp.B)
+    extra = dict(model.extra_config)
+    extra["quantization_config"] = {**extra.get("quantization_config", {}),
+                                    "eora_rank": o["rank"]}
+    return model.replace(params=params, extra_config=extra)
 
 
 def run_export(model, o, ctx):
@@ -371,8 +395,8 @@ STAGES = {
                      "protect_last": None}, check_depth_prune, run_depth_prune),
     "width_prune": ({"method": "wanda", "nm": None, "sparsity": None, "mlp": 0.0, "heads": 0.0,
                      "embedding": 0.0}, check_width_prune, run_width_prune),
-    "lora": ({"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 50,
-              "lr": 1e-3, "batch_size": 8, "seq_len": 128, "warmup": 5, "data": "corpus",
+    "lora": ({"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 20,
+              "lr": 1e-3, "batch_size": 4, "seq_len": 128, "warmup": 5, "data": "corpus",
               "keep_masks": True}, check_lora, run_lora),
     "quantize": ({"method": "gptq", "scheme": None, "bits": 4, "group_size": 128, "sym": False,
                   "act_order": False, "damp": 0.01, "eora_rank": 0}, check_quantize,

@@ -41,16 +41,24 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 def count_params(model) -> dict:
-    """{'params': stored numbers, 'params_nonzero': numbers ≠ 0} over every parameter."""
+    """{'params': stored numbers, 'params_nonzero': numbers ≠ 0} over every parameter.
+
+    A quantized weight counts its codes (zeros where pruned weights quantized to 0)
+    plus, when it carries one, the EoRA factors A [r, in] and B [out, r].
+    """
     total = nonzero = 0
     for value in model.params.values():
         n = int(np.prod(value.shape))
-        total += n
         if isinstance(value, np.ndarray):
+            total += n
             nonzero += int(np.count_nonzero(value))
-        else:                                   # a compressed layer: count its dense view
-            nonzero += int(np.count_nonzero(value.dequantize())) \
-                if hasattr(value, "dequantize") else n
+            continue
+        low_rank = sum(a.size for a in (getattr(value, "eora_A", None),
+                                        getattr(value, "eora_B", None)) if a is not None)
+        base = value.dequantize_rows(0, value.n_out) if hasattr(value, "dequantize_rows") \
+            else value.dequantize()
+        total += n + low_rank
+        nonzero += int(np.count_nonzero(base)) + low_rank
     return {"params": total, "params_nonzero": nonzero}
 
 

@@ -39,7 +39,7 @@ def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict
         metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
     if e["speed"]:
         s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
-                          new_tokens=16, repeats=1)
+                          new_tokens=16, repeats=3)
         metrics.update(prefill_tok_s=s["prefill_tok_s"], decode_tok_s=s["decode_tok_s"],
                        peak_bytes=s["peak_bytes"])
     return metrics

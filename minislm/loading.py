@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,10 @@ def download(repo_id: str, revision: str | None = None, out_dir="weights",
 
     Only safetensors weights are requested; the revision is resolved to a commit
     hash first and pinned, and every file huggingface_hub reports is checked to
-    exist with its reported size after download.
+    exist with its reported size after download. Files land in `<name>.partial`
+    first and the folder is renamed into place only once verified, so a failed or
+    interrupted download never leaves a folder that looks complete (rerunning
+    continues the partial one).
     """
     from huggingface_hub import HfApi, snapshot_download
     api = HfApi()
@@ -195,7 +199,8 @@ def download(repo_id: str, revision: str | None = None, out_dir="weights",
                               f"(files: {files[:10]}); minislm never loads pickle checkpoints")
     patterns = ["*.safetensors", "*.json", "merges.txt", "vocab.json", "*.txt"]
     target = Path(out_dir) / repo_id.replace("/", "--")
-    local = snapshot_download(repo_id, revision=info.sha, local_dir=str(target),
+    partial = target.with_name(target.name + ".partial")
+    local = snapshot_download(repo_id, revision=info.sha, local_dir=str(partial),
                               allow_patterns=patterns)
     for sibling in info.siblings or []:
         name = sibling.rfilename
@@ -207,5 +212,8 @@ def download(repo_id: str, revision: str | None = None, out_dir="weights",
         if sibling.size is not None and p.stat().st_size != sibling.size:
             raise CheckpointError(f"{repo_id}@{info.sha}: file '{name}' has "
                                   f"{p.stat().st_size} bytes, the hub reports {sibling.size}")
-    atomic_write_text(target / "REVISION", f"{repo_id}@{info.sha}\n")
+    atomic_write_text(Path(local) / "REVISION", f"{repo_id}@{info.sha}\n")
+    if target.exists():                     # an older download of the same repository
+        shutil.rmtree(target)
+    os.replace(local, target)
     return target

@@ -465,3 +465,66 @@ def test_gptq_on_all_zero_weights_and_dead_inputs():
     H = np.zeros((8, 8), np.float32)                             # no input ever active
     res = gptq_quantize(np.zeros((3, 8), np.float32), H, bits=4, group_size=4)
     assert np.all(res.quantized.dequantize() == 0.0) and res.error_gptq == 0.0
+
+
+# =========================================================== downloads (Hub mocked)
+def _fake_hub(monkeypatch, src, files, sizes=None, drop=()):
+    """huggingface_hub's HfApi/snapshot_download replaced by a local folder `src`."""
+    import types
+
+    import huggingface_hub
+    sizes = sizes or {}
+    siblings = [types.SimpleNamespace(rfilename=f, size=sizes.get(f, (src / f).stat().st_size
+                                                                  if (src / f).exists() else 1))
+                for f in files]
+    seen = {}
+
+    class FakeApi:
+        def model_info(self, repo_id, revision=None, files_metadata=False):
+            return types.SimpleNamespace(sha="0123abcd", siblings=siblings)
+
+    def fake_snapshot(repo_id, revision, local_dir, allow_patterns):
+        seen.update(revision=revision, patterns=list(allow_patterns))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if f not in drop and (src / f).exists() and \
+                    any(Path(f).match(p) for p in allow_patterns):
+                (Path(local_dir) / f).write_bytes((src / f).read_bytes())
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    return seen
+
+
+def test_download_refuses_pickle_only_repos(base, monkeypatch):
+    src = base / "hub-pickle"
+    src.mkdir()
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x04.")
+    (src / "config.json").write_text("{}")
+    _fake_hub(monkeypatch, src, ["pytorch_model.bin", "config.json"])
+    with pytest.raises(minislm.MinislmError, match="pickle"):
+        minislm.download("someone/old", out_dir=base / "dl1")
+
+
+def test_download_never_fetches_pickles_and_verifies_files(base, gpt2_dir, monkeypatch):
+    src = base / "hub-mixed"
+    src.mkdir()
+    for p in gpt2_dir.iterdir():
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x04.")
+    files = sorted(p.name for p in src.iterdir())
+    seen = _fake_hub(monkeypatch, src, files)
+    path = minislm.download("someone/mixed", revision="main", out_dir=base / "dl2")
+    assert seen["revision"] == "0123abcd"                       # the commit, not "main"
+    assert not (path / "pytorch_model.bin").exists()
+    assert not any(Path("pytorch_model.bin").match(p) for p in seen["patterns"])
+    minislm.load(path)
+    _fake_hub(monkeypatch, src, files, drop={"model.safetensors"})
+    with pytest.raises(minislm.MinislmError, match="model.safetensors.*not downloaded"):
+        minislm.download("someone/mixed", out_dir=base / "dl3")
+    assert not (base / "dl3" / "someone--mixed").exists()      # only a .partial folder
+    _fake_hub(monkeypatch, src, files, sizes={"config.json": 1})
+    with pytest.raises(minislm.MinislmError, match="config.json.*bytes"):
+        minislm.download("someone/mixed", out_dir=base / "dl2")  # over the good download
+    assert (path / "REVISION").exists() and minislm.load(path)   # which is still intact

@@ -827,6 +827,40 @@ def test_pipeline_toml_not_parsing(base, text):
     refused("pipeline TOML", lambda: pipeline.load_config(path), ConfigError, [path])
 
 
+SWEEP_CASES = {
+    "sweep missing": ({}, True),
+    "sweep a number": ({"sweep": 3}, True),
+    "axis a number": ({"sweep": {"axis": 3}}, True),
+    "axis list empty": ({"sweep": {"axis": []}}, True),
+    "axis unknown stage": ({"sweep": {"axis": [{"stage": "distil", "key": "x",
+                                                "values": [1]}]}}, True),
+    "axis unknown option": ({"sweep": {"axis": [{"stage": "quantize", "key": "bitz",
+                                                 "values": [4]}]}}, True),
+    "axis values empty": ({"sweep": {"axis": [{"stage": "quantize", "key": "bits",
+                                               "values": []}]}}, True),
+    "axis value impossible": ({"sweep": {"axis": [{"stage": "quantize", "key": "bits",
+                                                   "values": [4, 9],
+                                                   "options": {"group_size": 8}}]}}, True),
+    "axis with stages too": ({"stage": [{"name": "quantize"}], "sweep": {"axis": [
+        {"stage": "quantize", "key": "bits", "values": [4]}]}}, True),
+    "axis entry a number": ({"sweep": {"axis": [3]}}, False),
+    "axis stage a list": ({"sweep": {"axis": [{"stage": ["quantize"]}]}}, False),
+    "axis key a list": ({"sweep": {"axis": [{"stage": "quantize", "key": ["bits"]}]}}, False),
+    "axis options a number": ({"sweep": {"axis": [{"stage": "quantize", "key": "bits",
+                                                   "values": [4], "options": 3}]}}, False),
+}
+
+
+@pytest.mark.parametrize("case", [c if ok else pytest.param(c, marks=pytest.mark.xfail(
+    strict=True, raises=TypeError, reason="minislm/sweep.py sweep_axes indexes [[sweep.axis]] "
+                                          "entries without checking their types (owner: eval "
+                                          "engineer)")) for c, (_, ok) in SWEEP_CASES.items()])
+def test_impossible_sweeps(base, gpt2_dir, case):
+    from minislm.sweep import sweep
+    refused("sweep config", lambda: sweep(SWEEP_CASES[case][0], fresh(base), str(gpt2_dir),
+                                          progress=False), ConfigError)
+
+
 # ============================================================== memory preflight settings
 @pytest.mark.parametrize("value", ["lots", "4 XB", "-1GB", "0", "1e9", "GB", "4..0GB"])
 def test_bad_memory_limit_setting(gpt2_dir, monkeypatch, value):

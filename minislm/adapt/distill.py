@@ -91,6 +91,7 @@ def distill(teacher, student, examples, steps: int, temperature: float = 2.0,
     if teacher.config.vocab_size != student.config.vocab_size:
         raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student "
                           f"vocab_size {student.config.vocab_size}: they must share a tokenizer")
+    ft.check_batch_size(batch_size)
     pad = ft.pad_id_of(student.tokenizer) if student.tokenizer is not None else 0
     trainable = (lambda name: False) if ft.lora.lora_weights(student) else None
     history = []

@@ -88,8 +88,12 @@ def load_examples(tokenizer, data: str, max_len: int, split: str = "train", seed
             raise InputError(f"--data {data!r}: expected 'toolcall', 'requirements' or an "
                              "existing JSONL / text file")
         if path.suffix == ".jsonl":
+            try:
+                lines = path.read_bytes().decode("utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: not UTF-8 text ({e})") from None
             pairs = []
-            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for lineno, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
@@ -129,6 +133,11 @@ def make_batch(examples, indices, pad_id: int):
         ids[row, :len(x)] = x
         labels[row, :len(y)] = y
     return ids, labels
+
+
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, found {batch_size!r}")
 
 
 def pad_id_of(tokenizer) -> int:
@@ -205,6 +214,7 @@ def finetune(model, examples, steps: int, lr: float | None = None, batch_size: i
     weights (use `lora.add_lora` first). Returns (new model, losses)."""
     if not examples:
         raise InputError("finetune: no examples")
+    check_batch_size(batch_size)
     frozen = lora.lora_weights(model) != {}
     lr = (1e-3 if frozen else 3e-4) if lr is None else lr
     pad = pad_id_of(model.tokenizer) if model.tokenizer is not None else 0

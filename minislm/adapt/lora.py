@@ -311,15 +311,21 @@ def load_adapter(model, folder):
             raise CheckpointError(f"{p}: missing; a PEFT adapter folder holds {ADAPTER_CONFIG} "
                                   f"and {ADAPTER_WEIGHTS}")
     try:
-        acfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+        acfg = json.loads(cfg_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(acfg, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object, found {type(acfg).__name__}")
     if acfg.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{cfg_path}: peft_type {acfg.get('peft_type')!r}, expected 'LORA'")
-    for field in ("r", "lora_alpha"):
-        if not isinstance(acfg.get(field), (int, float)):
+    for field, default in (("r", None), ("lora_alpha", None), ("lora_dropout", 0.0)):
+        value = acfg.get(field, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise CheckpointError(f"{cfg_path}: field '{field}' must be a number, "
-                                  f"found {acfg.get(field)!r}")
+                                  f"found {value!r}")
+    if acfg["r"] < 1 or not 0.0 <= acfg.get("lora_dropout", 0.0) < 1.0:
+        raise CheckpointError(f"{cfg_path}: expected r ≥ 1 and 0 ≤ lora_dropout < 1, found "
+                              f"r={acfg['r']!r}, lora_dropout={acfg.get('lora_dropout')!r}")
     if acfg.get("use_rslora") or acfg.get("use_dora"):
         raise CheckpointError(f"{cfg_path}: rsLoRA/DoRA adapters are not supported")
     tensors = read_safetensors(w_path, dtype=model.dtype)

@@ -237,18 +237,20 @@ def test_commands_never_modify_their_inputs(commands, gpt2_dir, corpus, monkeypa
 
 
 # =========================================================== resume after a kill
-def _kill_when(argv, condition, what):
+def _kill_when(argv, condition, what, sig=signal.SIGKILL):
+    """Run `minislm argv` in a subprocess and send `sig` once condition() holds.
+    Returns (exit status, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "minislm"] + [str(a) for a in argv],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: condition() or proc.poll() is not None, timeout=120, what=what)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode
+    return proc.returncode, err.decode(errors="replace")
 
 
 def test_compress_resume_after_sigkill(commands, base, capsys):
@@ -258,7 +260,7 @@ def test_compress_resume_after_sigkill(commands, base, capsys):
     out = base / "resume-compress"
     argv[argv.index("--out") + 1] = str(out)
     marker = out / "stages" / "01_quantize" / "done.json"
-    assert _kill_when(argv, marker.exists, "stage 1's done-marker") == -signal.SIGKILL
+    assert _kill_when(argv, marker.exists, "stage 1's done-marker")[0] == -signal.SIGKILL
     for model_dir in (out / "stages").glob("*/model"):      # a stage folder is whole or absent
         minislm.load(model_dir)
     assert cli_main(argv + ["--resume"]) == 0
@@ -278,23 +280,37 @@ def test_compress_resume_after_sigkill(commands, base, capsys):
         read_safetensors(out / "stages" / "02_export" / "model" / "model.safetensors")
 
 
-def test_train_resume_after_sigkill_matches_uninterrupted_run(commands, base, corpus):
+@pytest.fixture(scope="module")
+def train_argv(commands, base):
+    """A 400-step training run (~2 ms a step) checkpointing every 50, and its final weights."""
     argv = [str(a) for a in commands["train"]]
-    steps = ["--steps", "400", "--save-every", "50", "--eval-every", "0"]   # ~2 ms a step
+    steps = ["--steps", "400", "--save-every", "50", "--eval-every", "0"]
     argv[argv.index("--steps"):argv.index("--steps") + 2] = steps
-    killed, straight = base / "train-killed", base / "train-straight"
-    argv[argv.index("--out") + 1] = str(killed)
-    state = killed / "trainer_state.safetensors"
-    assert _kill_when(argv, state.exists, "the first training checkpoint") == -signal.SIGKILL
-    step_at_kill = int(minislm.checkpoint.read_header(state)[1]["step"])
-    assert cli_main(argv + ["--resume"]) == 0
+    straight = base / "train-straight"
     argv[argv.index("--out") + 1] = str(straight)
     assert cli_main(argv) == 0
-    a = read_safetensors(killed / "model.safetensors")
-    b = read_safetensors(straight / "model.safetensors")
-    assert a.keys() == b.keys() and 50 <= step_at_kill < 400   # killed mid-run
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    return argv, read_safetensors(straight / "model.safetensors")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_train_resume_after_interruption_matches_uninterrupted_run(train_argv, base, sig):
+    argv, expected = train_argv
+    killed = base / f"train-{sig.name}"
+    argv = list(argv)
+    argv[argv.index("--out") + 1] = str(killed)
+    state = killed / "trainer_state.safetensors"
+    rc, err = _kill_when(argv, state.exists, "the first training checkpoint", sig)
+    if sig == signal.SIGINT:                                   # Ctrl-C: clean stop, status 130
+        assert rc == 130 and "interrupted" in err and "Traceback" not in err, err
+    else:
+        assert rc == -signal.SIGKILL
+    step_at_kill = int(minislm.checkpoint.read_header(state)[1]["step"])
+    assert 50 <= step_at_kill < 400                            # interrupted mid-run
+    assert cli_main(argv + ["--resume"]) == 0
+    resumed = read_safetensors(killed / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    for k in resumed:
+        np.testing.assert_array_equal(resumed[k], expected[k])
     history = json.loads((killed / "history.json").read_text())
     assert [h["step"] for h in history] == list(range(1, 401))
 

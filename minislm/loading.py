@@ -74,6 +74,8 @@ def load(path, dtype=np.float32) -> Model:
                               "(does config.json belong to these weights?)")
     resources.check_load(folder, config, entries, dtype.itemsize)   # before any allocation
     tensors, metadata = read_checkpoint(folder, dtype=dtype)
+    for name, arr in tensors.items():       # every float tensor, incl. quantization scales
+        check_finite(name, arr, folder)
     quant = raw_config.get("quantization_config")
     if isinstance(quant, dict) and quant.get("quant_method") == "minislm":
         from .quant.qlinear import load_quantized  # quantized linears, dequantized on the fly
@@ -97,7 +99,6 @@ def load(path, dtype=np.float32) -> Model:
             if arr.dtype.kind != "f":
                 raise CheckpointError(f"{folder}: tensor '{name}' has dtype {arr.dtype}, "
                                       "expected a floating-point type")
-            check_finite(name, arr, folder)
         params[name] = arr
     unexpected = [n for n in tensors if n not in expected and not families.ignorable(config, n)]
     if unexpected:

@@ -34,7 +34,7 @@ from minislm.cli import main as cli_main
 from minislm.config import Config
 from minislm.data.corpus import load_text_corpus
 from minislm.errors import (CheckpointError, ConfigError, InputError, MinislmError,
-                            ResourceError, TokenizerError)
+                            NumericalError, ResourceError, TokenizerError)
 
 from reliability_helpers import config_dict, make_checkpoint, raw_safetensors, tiny_tokenizer_json
 
@@ -716,6 +716,10 @@ QUANT_CASES = {
     "codes wrong shape": lambda t: t.__setitem__(next(k for k in t if k.endswith(".qweight")),
                                                  np.zeros((3, 3), np.uint8)),
     "zeros of another layer removed": lambda t: t.pop(next(k for k in t if k.endswith(".zeros"))),
+    "scale infinite": lambda t: t[next(k for k in t if k.endswith(".scales"))].__setitem__(
+        (0, 0), np.inf),
+    "scale NaN": lambda t: t[sorted(k for k in t if k.endswith(".scales"))[-1]].__setitem__(
+        (1, 1), np.nan),
 }
 
 
@@ -726,7 +730,8 @@ def test_broken_quantized_checkpoints(base, quantized_dir, case):
     if case.startswith("codes") and not any(n.endswith(".qweight") for n in names):
         pytest.skip(f"packed codes are not named *.qweight here: {names[:6]}")
     _rewrite_tensors(folder, QUANT_CASES[case])
-    refused("quantized checkpoint", lambda: minislm.load(folder), CheckpointError)
+    refused("quantized checkpoint", lambda: minislm.load(folder),
+            NumericalError if case.startswith("scale ") else CheckpointError)
 
 
 # ============================================================== pipeline configs

@@ -433,11 +433,51 @@ def load_config(path) -> dict:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
+def _type_ok(value, default) -> bool:
+    """Does a config value have the type of its default (None defaults: checked by the stage)?"""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, type(default))
+
+
+OPTIONAL_TYPES = {     # options whose default is None: the types they may take
+    "nm": (str,), "sparsity": (int, float), "targets": (list,), "protect_first": (int,),
+    "protect_last": (int,), "scheme": (str,), "ppl_data": (str,), "device": (str,),
+    "data": (str,), "model": (str,),
+}
+
+
 def _merged(defaults: dict, given: dict, where: str) -> dict:
+    """Defaults overridden by `given`, every name and type checked."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{where}: expected a table of options, found "
+                          f"{type(given).__name__}")
     unknown = sorted(set(given) - set(defaults) - {"name"})
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {unknown}; expected some of "
                           f"{sorted(defaults)}")
+    for key, value in given.items():
+        if key == "name":
+            continue
+        default = defaults[key]
+        allowed = OPTIONAL_TYPES.get(key, ()) if default is None else ()
+        bad = not _type_ok(value, default) or (
+            allowed and value is not None and (isinstance(value, bool)
+                                               or not isinstance(value, allowed)))
+        if key == "targets" and isinstance(value, list):
+            bad = bad or not all(isinstance(v, str) for v in value)
+        if bad:
+            expected = type(default).__name__ if default is not None else \
+                " or ".join(t.__name__ for t in allowed)
+            raise ConfigError(f"{where}: option '{key}' must be {expected}, found {value!r}")
     options = {k: given.get(k, v) for k, v in defaults.items()}
     return json.loads(json.dumps(options))                    # a deep copy
 
@@ -454,7 +494,7 @@ def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedS
                               f"{', '.join(STAGES)})")
         name = given["name"]
         where = f"stage {i} ({name})"
-        if name not in STAGES:
+        if not isinstance(name, str) or name not in STAGES:
             raise ConfigError(f"stage {i}: unknown stage {name!r}; expected one of "
                               f"{', '.join(STAGES)}")
         defaults, check, _ = STAGES[name]
@@ -601,6 +641,8 @@ class PipelineConfig:
 
 def pipeline_config(raw: dict, model: str | None = None, where: str = "config") -> PipelineConfig:
     """Validate the top level of a pipeline config (stages are checked by `plan`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table, found {type(raw).__name__}")
     allowed = {"model", "stage", "eval", "calibration", "seed", "sweep", "description"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -608,9 +650,23 @@ def pipeline_config(raw: dict, model: str | None = None, where: str = "config") 
                           f"{sorted(allowed)}")
     ev = _merged(DEFAULT_EVAL, raw.get("eval", {}), f"{where} [eval]")
     cal = _merged(DEFAULT_CALIBRATION, raw.get("calibration", {}), f"{where} [calibration]")
-    return PipelineConfig(model=str(model or raw.get("model") or DEFAULT_MODEL),
-                          stages=list(raw.get("stage", [])), eval=ev, calibration=cal,
-                          seed=int(raw.get("seed", 0)))
+    for table, key, low in (("eval", "ppl_tokens", 0), ("eval", "seqlen", 2),
+                            ("eval", "toolcall", 0), ("eval", "qa", 0),
+                            ("calibration", "samples", 1), ("calibration", "seqlen", 2),
+                            ("calibration", "seed", 0)):
+        value = (ev if table == "eval" else cal)[key]
+        require(value >= low, f"{where} [{table}]", f"{key} must be at least {low}, "
+                f"found {value}")
+    seed = raw.get("seed", 0)
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, where,
+            f"seed must be a non-negative integer, found {seed!r}")
+    model_name = model or raw.get("model") or DEFAULT_MODEL
+    require(isinstance(model_name, (str, Path)), where, f"model must be a path, found "
+            f"{model_name!r}")
+    stages = raw.get("stage", [])
+    require(isinstance(stages, list), where, "'stage' must be a list of tables ([[stage]])")
+    return PipelineConfig(model=str(model_name), stages=list(stages), eval=ev, calibration=cal,
+                          seed=seed)
 
 
 def report_rows(rows: list[Row]) -> list[dict]:

@@ -51,16 +51,19 @@ def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
     axes = []
     for i, a in enumerate(sweep["axis"], 1):
         w = f"{where} sweep.axis {i}"
+        require(isinstance(a, dict), w, f"expected a table, found {type(a).__name__}")
         unknown = sorted(set(a) - {"name", "stage", "key", "values", "options"})
         require(not unknown, w, f"unknown field(s) {unknown}")
-        require(a.get("stage") in STAGES, w, f"stage must be one of {', '.join(STAGES)}, found "
-              f"{a.get('stage')!r}")
-        require(a.get("key") in STAGES[a["stage"]][0], w, f"key must be an option of "
-              f"{a['stage']} ({sorted(STAGES[a['stage']][0])}), found {a.get('key')!r}")
+        stage, key = a.get("stage"), a.get("key")
+        require(isinstance(stage, str) and stage in STAGES, w,
+                f"stage must be one of {', '.join(STAGES)}, found {stage!r}")
+        require(isinstance(key, str) and key in STAGES[stage][0], w, f"key must be an option "
+                f"of {stage} ({sorted(STAGES[stage][0])}), found {key!r}")
         require(isinstance(a.get("values"), list) and a["values"], w, "values must be a "
-              "non-empty list")
-        axes.append(Axis(str(a.get("name", a["key"])), a["stage"], a["key"], a["values"],
-                         dict(a.get("options", {}))))
+                "non-empty list")
+        options = a.get("options", {})
+        require(isinstance(options, dict), w, f"options must be a table, found {options!r}")
+        axes.append(Axis(str(a.get("name", key)), stage, key, a["values"], dict(options)))
     return axes
 
 

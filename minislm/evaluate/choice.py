@@ -22,8 +22,6 @@ Shapes of data accepted (`load_choice_file`):
 """
 from __future__ import annotations
 
-import bz2
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..model.forward import forward
 from ..tokenizer import encode
+from .files import read_jsonl, read_lines
 from .perplexity import token_nll
 
 
@@ -53,66 +52,69 @@ def _hellaswag_clean(text: str) -> str:
 
 def _gold(value, n_choices: int, where: str, one_based: bool = False) -> int:
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
         g = int(value) - (1 if one_based else 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: gold label {value!r} is not an integer") from None
     if not 0 <= g < n_choices:
         raise InputError(f"{where}: gold label {value!r} out of range for {n_choices} choices")
     return g
 
 
+def _strings(value, where: str, field: str, n: int | None = None) -> tuple[str, ...]:
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+            and (n is None or len(value) == n)):
+        raise InputError(f"{where}: '{field}' must be a non-empty list of strings"
+                         + (f" of length {n}" if n else "") + f", found {value!r:.80}")
+    return tuple(value)
+
+
+def _string(row: dict, field: str, where: str) -> str:
+    if not isinstance(row.get(field), str):
+        raise InputError(f"{where}: '{field}' must be a string, found {row.get(field)!r:.80}")
+    return row[field]
+
+
 def item_from_row(row: dict, where: str) -> ChoiceItem:
     """One JSONL row of any supported shape as a ChoiceItem."""
-    if "sentence" in row and "option1" in row:                        # Winogrande
-        sentence = row["sentence"]
+    if "sentence" in row:                                             # Winogrande
+        sentence = _string(row, "sentence", where)
+        options = (_string(row, "option1", where), _string(row, "option2", where))
         if sentence.count("_") != 1:
             raise InputError(f"{where}: a Winogrande sentence needs exactly one '_' blank")
         i = sentence.index("_")
         rest = " " + sentence[i + 1:].strip()
-        options = (row["option1"], row["option2"])
         return ChoiceItem(tuple(sentence[:i] + o for o in options), (rest, rest),
                           _gold(row.get("answer"), 2, where, one_based=True))
     if "endings" in row:                                              # HellaSwag
-        ctx = row.get("ctx") or (row.get("ctx_a", "") + " " + row.get("ctx_b", "").capitalize())
-        if row.get("activity_label"):
+        endings = _strings(row["endings"], where, "endings")
+        if "ctx" in row:
+            ctx = _string(row, "ctx", where)
+        else:
+            ctx = _string(row, "ctx_a", where) + " " + _string(row, "ctx_b", where).capitalize()
+        if isinstance(row.get("activity_label"), str) and row["activity_label"]:
             ctx = f"{row['activity_label']}: {ctx}"
-        endings = tuple(" " + _hellaswag_clean(e) for e in row["endings"])
-        return ChoiceItem((_hellaswag_clean(ctx),) * len(endings), endings,
+        return ChoiceItem((_hellaswag_clean(ctx),) * len(endings),
+                          tuple(" " + _hellaswag_clean(e) for e in endings),
                           _gold(row.get("label"), len(endings), where))
     if "context" in row and "choices" in row:
-        choices = tuple(str(c) for c in row["choices"])
-        return ChoiceItem((row["context"],) * len(choices), choices,
+        choices = _strings(row["choices"], where, "choices")
+        return ChoiceItem((_string(row, "context", where),) * len(choices), choices,
                           _gold(row.get("label", row.get("answer")), len(choices), where))
     raise InputError(f"{where}: unrecognised multiple-choice row; expected HellaSwag "
                      "(ctx, endings, label), Winogrande (sentence, option1, option2, answer) "
                      "or (context, choices, label)")
 
 
-def _read_lines(path: Path) -> list[str]:
-    opener = bz2.open if path.suffix == ".bz2" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return f.read().splitlines()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot be read as UTF-8 text ({e})") from None
-
-
 def load_choice_file(path, limit: int | None = None) -> list[ChoiceItem]:
     """Items from a JSONL file or a HellaSwag six-line text file (.txt or .txt.bz2)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such multiple-choice file")
-    lines = _read_lines(path)
+    lines = read_lines(path, "multiple-choice file")
     first = next((ln for ln in lines if ln.strip()), "")
     items = []
     if first.lstrip().startswith("{"):
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        for lineno, row in read_jsonl(path, "multiple-choice file"):
             items.append(item_from_row(row, f"{path}:{lineno}"))
             if limit is not None and len(items) >= limit:
                 break

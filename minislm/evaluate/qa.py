@@ -39,11 +39,9 @@ shipped tiny models were trained on, so they are asked in the form they know.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import string
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -51,6 +49,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, InputError
 from ..model.generate import generate
 from ..tokenizer import decode, encode
+from .files import read_jsonl
 
 FUZZY_THRESHOLD = 0.8
 PROMPTS = {
@@ -131,24 +130,14 @@ def _context_of(row: dict) -> str | None:
 
 def load_qa_jsonl(path, limit: int | None = None) -> list[QAItem]:
     """QA items from a JSONL file in the TriviaQA shape (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such QA file (expected JSONL, one question per line)")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise InputError(f"{where}: expected an object with a string 'question'")
-            items.append(QAItem(row["question"], _answers_of(row, where), _context_of(row)))
-            if limit is not None and len(items) >= limit:
-                break
+    for lineno, row in read_jsonl(path, "QA file (JSONL, one question per line)"):
+        where = f"{path}:{lineno}"
+        if not isinstance(row.get("question"), str):
+            raise InputError(f"{where}: expected an object with a string 'question'")
+        items.append(QAItem(row["question"], _answers_of(row, where), _context_of(row)))
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise InputError(f"{path}: contains no questions")
     return items

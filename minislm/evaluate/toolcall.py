@@ -21,12 +21,10 @@ on); any JSONL of `{"prompt", "response"}` rows (the generator's format) works t
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from tqdm import tqdm
 
 from ..errors import InputError
+from .files import read_jsonl
 from .qa import answer
 
 
@@ -68,27 +66,17 @@ def score_answer(text: str, expected_calls: list[dict] | None) -> dict:
 def load_toolcall_jsonl(path, limit: int | None = None) -> list[dict]:
     """Examples {'prompt', 'response', 'tool_calls', 'category'} from a JSONL file."""
     from ..data.tasks import parse_tool_calls, response_category
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such tool-call file (expected JSONL of "
-                         "{\"prompt\": ..., \"response\": ...})")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not (isinstance(row, dict) and isinstance(row.get("prompt"), str)
-                    and isinstance(row.get("response"), str)):
-                raise InputError(f"{path}:{lineno}: expected string fields 'prompt' and 'response'")
-            calls = parse_tool_calls(row["response"])
-            rows.append({"prompt": row["prompt"], "response": row["response"], "tool_calls": calls,
-                         "category": row.get("category") or response_category(row["response"])})
-            if limit is not None and len(rows) >= limit:
-                break
+    for lineno, row in read_jsonl(path, 'tool-call file (JSONL of {"prompt", "response"})'):
+        if not (isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str)):
+            raise InputError(f"{path}:{lineno}: expected string fields 'prompt' and 'response'")
+        calls = parse_tool_calls(row["response"])
+        category = row.get("category")
+        rows.append({"prompt": row["prompt"], "response": row["response"], "tool_calls": calls,
+                     "category": category if isinstance(category, str)
+                     else response_category(row["response"])})
+        if limit is not None and len(rows) >= limit:
+            break
     if not rows:
         raise InputError(f"{path}: contains no examples")
     return rows

@@ -32,11 +32,11 @@ THIS_MACHINE = Device(
         "act_bytes": Fact(4, "B", "minislm keeps activations and KV cache in float32"),
         "ops_per_element": Fact(10, "op/element", "NumPy passes: several ufuncs per "
                                 "norm/activation", assumption=True),
-        "dequant_ops_per_weight": Fact(60, "op/weight", "measured by bench/cost_validation.py "
-                                       "(2026-11-22, 1 BLAS thread): minislm's QuantizedTensor"
-                                       ".linear, 4096x4096 4-bit g128, costs ~1.8 ns per weight "
-                                       "beyond a float GEMV = ~60 op at the GEMM rate (NumPy "
-                                       "unpacks and rescales in several full passes)"),
+        "dequant_ops_per_weight": Fact(80, "op/weight", "measured by bench/cost_validation.py "
+                                       "(2026-11-22, 1 BLAS thread, CPU time): minislm's "
+                                       "QuantizedTensor.linear, 4096x4096 4-bit g128, costs "
+                                       "~0.7 ns per weight beyond a float GEMV = ~80 op at the "
+                                       "GEMM rate (NumPy unpacks and rescales in full passes)"),
         "sparse_ops_per_weight": Fact(2, "op/weight", "expand a bitmap", assumption=True),
         "kernel_overhead_s": Fact(5e-6, "s/kernel", "Python + NumPy dispatch per op",
                                   assumption=True),

@@ -5,6 +5,7 @@
     minislm cost --device siracusa --show-device          # every device number and its source
 """
 import json
+from pathlib import Path
 
 NAME = "cost"
 HELP = "predict memory fit, latency and tokens/s of a model on Siracusa or a Jetson Nano"
@@ -25,7 +26,7 @@ def add_arguments(p):
                    help="2..8 integer codes or 16/32 float (default: from --model, else 32)")
     p.add_argument("--embedding-bits", type=int, default=None,
                    help="bits of the embedding tables and LM head (default: as stored "
-                        "for --model, else the weight bits)")
+                        "for --model without --weight-bits, else the weight bits)")
     p.add_argument("--group-size", type=int, default=None,
                    help="quantization group size (default: from --model, else 128)")
     p.add_argument("--sparsity", type=float, default=None,
@@ -57,7 +58,8 @@ def run(args) -> int:
         sparsity, notes = info["sparsity"], info["notes"]
         embedding_bits, eora_rank = info["embedding_bits"], info["eora_rank"]
     elif getattr(args, "config", None):
-        config = Config.from_file(args.config)
+        path = Path(args.config)
+        config = Config.from_file(path / "config.json" if path.is_dir() else path)
     else:
         raise InputError("minislm cost needs --model PATH or --config CONFIG.json")
     if getattr(args, "weight_bits", None) is not None:

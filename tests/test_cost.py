@@ -204,6 +204,10 @@ def test_siracusa_weight_streaming_from_mram_then_l2_then_l3():
     assert mram["fits"] and mram["bottleneck"] == "MRAM weight bandwidth"
     streamed = sum(op["weight_bytes"] for op in mram["ops"] if op["kind"] == "linear")
     assert mram["latency_s_per_token"] >= streamed / S["mram_bandwidth"]
+    looked_up = sum(op["weight_bytes"] for op in mram["ops"] if op["kind"] == "lookup")
+    moved = sum(op["bytes_moved"]["MRAM"] for op in mram["ops"])
+    assert moved == pytest.approx(streamed + looked_up)          # the tied table is in MRAM
+    assert all(op["cycles"] == pytest.approx(op["seconds"] * S["clock_hz"]) for op in mram["ops"])
     l2 = estimate(config, S.replace(mram_bytes=0), context=32, weight_bits=4)
     l3 = estimate(config, S.replace(mram_bytes=0, l2_bytes=256 * 1024), context=32,
                   weight_bits=4)

@@ -45,7 +45,9 @@ def roofline_op(op: Op, dev: Device) -> dict:
         ops += dev["sparse_ops_per_weight"] * op.n_weights
     moved = op.weight_bytes + op.act_bytes + op.kv_bytes
     terms = {"compute": ops / dev["peak_ops"], "memory bandwidth": moved / dev["bandwidth"]}
-    return _finish(terms, dev["kernel_overhead_s"], "kernel launch")
+    result = _finish(terms, dev["kernel_overhead_s"], "kernel launch")
+    result["bytes_moved"] = {"DRAM": moved}
+    return result
 
 
 # ----------------------------------------------------------------------------- siracusa
@@ -118,6 +120,9 @@ def siracusa_op(op: Op, dev: Device, weights_at: str, kv_at: str, int8: bool = T
                      tiles=tiles)
     result["runs_on"] = ("N-EUREKA" if "engine compute" in cycles else
                          "cluster" if "cluster compute" in cycles else "DMA")
+    mram_bytes = cycles.get("MRAM weight bandwidth", 0.0) / f * dev["mram_bandwidth"]
+    result["bytes_moved"] = {"MRAM": mram_bytes, "L3": from_l3, "L2-L1 DMA": via_dma}
+    result["cycles"] = result["seconds"] * f
     return result
 
 
@@ -166,8 +171,10 @@ def _cost_step(ops: list[Op], dev: Device, where: dict | None, kv_at: str,
         rows.append({"layer": op.layer, "op": op.name, "kind": op.kind, "macs": op.macs,
                      "weight_bytes": op.weight_bytes,
                      "other_bytes": op.act_bytes + op.kv_bytes,
-                     "seconds": c["seconds"], "bottleneck": c["bottleneck"],
-                     "tiles": c["tiles"]})
+                     "bytes_moved": c["bytes_moved"], "seconds": c["seconds"],
+                     "bottleneck": c["bottleneck"], "tiles": c["tiles"]})
+        if "cycles" in c:
+            rows[-1]["cycles"] = c["cycles"]
         if where is not None:
             rows[-1]["runs_on"] = c["runs_on"]
             if op.kind in ("linear", "lookup"):
@@ -182,16 +189,20 @@ def _by_layer(rows: list[dict]) -> list[dict]:
         if r["layer"] not in acc:
             order.append(r["layer"])
             acc[r["layer"]] = {"layer": r["layer"], "macs": 0.0, "weight_bytes": 0.0,
-                               "other_bytes": 0.0, "seconds": 0.0, "_by": defaultdict(float)}
+                               "other_bytes": 0.0, "bytes_moved": defaultdict(float),
+                               "seconds": 0.0, "_by": defaultdict(float)}
         a = acc[r["layer"]]
         for key in ("macs", "weight_bytes", "other_bytes", "seconds"):
             a[key] += r[key]
+        for level, n in r["bytes_moved"].items():
+            a["bytes_moved"][level] += n
         a["_by"][r["bottleneck"]] += r["seconds"]
     out = []
     for name in order:
         a = acc[name]
         by = a.pop("_by")
         a["bottleneck"] = max(by.items(), key=lambda kv: kv[1])[0]
+        a["bytes_moved"] = dict(a["bytes_moved"])
         out.append(a)
     return out
 
@@ -219,8 +230,10 @@ def estimate(config: Config, device, context: int | None = None, weight_bits: in
     eora_rank: rank of a float32 EoRA correction on every block linear (0: none).
     all_logits: the prefill computes logits for every prompt position (plain forward).
     Returns a dict: totals (`fits`, `weight_bytes`, `latency_s_per_token`,
-    `tokens_per_s`, `bottleneck`, …), `checks` (memory need vs have), `layers`
-    (per-layer rows of one decode step) and `ops` (its per-kernel rows).
+    `tokens_per_s`, `bottleneck`, `prefill_s`, `energy_j_per_token`, `verdict`, …),
+    `checks` (memory need vs have), `layers` (per-layer rows of one decode step) and
+    `ops` (its per-kernel rows: MACs, bytes moved per memory level, seconds, the
+    bottleneck; on Siracusa also cycles, the unit that runs it and where its weights live).
     """
     dev = get_device(device)
     if context is None:

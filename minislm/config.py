@@ -28,6 +28,8 @@ from typing import Any
 from .errors import ConfigError
 
 FAMILIES = ("gpt2", "llama")
+MAX_LAYERS = 10_000     # real decoders have at most a few hundred blocks; every consumer of a
+                        # config enumerates them, so an absurd n_layer would hang, not fail
 ROPE_TYPES = ("default", "linear", "llama3")
 GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 # config.json key of each Config field, so error messages name what the user sees in the file
@@ -101,6 +103,7 @@ class Config:
                       "d_ff", "max_position"):
             value = getattr(self, field)
             need(_is_int(value) and value > 0, field, "a positive integer", value)
+        need(self.n_layer <= MAX_LAYERS, "n_layer", f"at most {MAX_LAYERS}", self.n_layer)
         need(self.n_head % self.n_kv_head == 0, "num_key_value_heads",
              f"a divisor of num_attention_heads ({self.n_head})", self.n_kv_head)
         if self.family == "gpt2":

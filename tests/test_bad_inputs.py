@@ -333,8 +333,10 @@ FOLDER_CASES = {
     "unexpected tensor": (lambda f: _rewrite_tensors(f, lambda t: t.__setitem__(
         "transformer.h.7.mlp.c_fc.weight", np.ones(2, np.float32))), CheckpointError,
         "transformer.h.7.mlp.c_fc.weight"),
-    "config for a bigger model": (lambda f: _edit_config(f, n_layer=10 ** 15), CheckpointError,
+    "config for a bigger model": (lambda f: _edit_config(f, n_layer=5000), CheckpointError,
                                   "parameters"),
+    "config with 10**15 layers": (lambda f: _edit_config(f, n_layer=10 ** 15), ConfigError,
+                                  "n_layer"),
     "config vocab larger than weights": (lambda f: _edit_config(f, vocab_size=10 ** 12),
                                          CheckpointError, "config.json"),
     "mask for no weight": (lambda f: write_safetensors(f / "masks.safetensors",
@@ -1060,6 +1062,8 @@ MORE_CLI_CASES = {
                             "1.5"], "sparsity"),
     "cost: config not JSON": (["cost", "--config", "{binary}", "--device", "siracusa"],
                               "binary.txt"),
+    "cost: 10**15 layers (no hang)": (["cost", "--config", "{hugeconfig}", "--device",
+                                       "siracusa"], "n_layer"),
     "train: heads do not divide width": (["train", "--init", "gpt2", "--data", "{text}",
                                           "--d-model", "30", "--n-head", "4", "--out",
                                           "{base}/t1"], "n_head"),
@@ -1090,6 +1094,8 @@ def more_paths(cli_paths, base):
                           "emptyjsonl": "empty.jsonl", "binjsonl": "bin.jsonl",
                           "latin1jsonl": "latin1.jsonl"}[name]
         p[name].write_bytes(raw)
+    p["hugeconfig"] = base / "huge.json"
+    p["hugeconfig"].write_text(json.dumps(config_dict("llama", num_hidden_layers=10 ** 15)))
     p["text"] = base / "text.txt"
     p["text"].write_text("\n".join(f"line {i}: the quick brown fox" for i in range(100)))
     return p

@@ -4,7 +4,7 @@ side by side, and the INT8 × INT8 matmul NumPy cannot accelerate.
     python bench/quant_bench.py --parts gptq              # GPTQ 4-bit g128 on a GPT-2-124M shape
     python bench/quant_bench.py --parts decode,llamacpp   # minislm float / packed vs llama.cpp
     python bench/quant_bench.py --parts int8
-    python bench/quant_bench.py --parts ppl --model weights/tiny-gpt2   # GPTQ vs RTN perplexity
+    python bench/quant_bench.py --parts ppl,kv --model weights/tiny-gpt2   # GPTQ vs RTN, INT8 KV
 
 Random weights (GPT-2 init, std 0.02) in the public GPT-2-124M config from
 ../shared/data/configs/ unless --model gives a trained checkpoint. Prints
@@ -63,6 +63,7 @@ def timed_cpu(fn):
 
 
 def calib_ids(model, n_samples, seqlen, seed=0):
+    seqlen = min(seqlen, model.config.max_position)
     if model.tokenizer is not None:
         from minislm.calibration import calibration_batches
         return calibration_batches(model, None, n_samples, seqlen, seed)
@@ -172,6 +173,29 @@ def part_ppl(model, args):
         print(f"| {bits} | {g} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {wins}/{len(report)} |")
 
 
+def part_kv(model, args):
+    from minislm.evaluate.perplexity import default_text, token_nll
+    from minislm.model.cache import KVCache
+    from minislm.quant.kv_cache import Int8KVCache
+    from minislm.tokenizer import encode
+    T = min(args.seqlen, model.config.max_position)
+    ids = np.asarray(encode(model.tokenizer, default_text("test"))[:args.ppl_tokens])
+    windows = ids[:len(ids) // T * T].reshape(-1, T)
+    print(f"\n### KV cache: float32 vs INT8 (per-head, per-position scales), {windows.size} "
+          f"tokens in windows of {T}\n")
+    print("| cache | bytes per window | perplexity |")
+    print("|---|---|---|")
+    for name, make in (("float32", KVCache), ("int8", Int8KVCache)):
+        nll, n, nbytes = 0.0, 0, 0
+        for w in windows:
+            cache = make()
+            logits = minislm.forward(model, w[None, :-1], cache=cache)
+            nll += float(token_nll(logits, w[None, 1:]).sum())
+            n += T - 1
+            nbytes = cache.nbytes
+        print(f"| {name} | {nbytes:,} | {np.exp(nll / n):.3f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="gptq,decode,llamacpp,int8")
@@ -202,6 +226,8 @@ def main(argv=None):
             part_int8(args)
         elif part == "ppl":
             part_ppl(model, args)
+        elif part == "kv":
+            part_kv(model, args)
     print(f"\npeak RSS {peak_rss_mb():.0f} MB")
 
 

@@ -67,7 +67,7 @@ def test_gptq_error_at_most_rtn_on_correlated_inputs(seed, bits, group_size, sym
     # the reported error is the real ‖WX − ŴX‖²/n
     W_hat = res.quantized.dequantize()
     direct = np.sum(((X.astype(np.float64) @ (W - W_hat).T.astype(np.float64)) ** 2)) / len(X)
-    assert res.error_gptq == pytest.approx(direct, rel=1e-6)
+    assert res.error_gptq == pytest.approx(direct, rel=1e-4)
     assert W_hat.dtype == np.float32 and res.quantized.q.max() < 2 ** bits
 
 

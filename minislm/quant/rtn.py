@@ -155,5 +155,6 @@ def output_error(W: np.ndarray, W_hat: np.ndarray, H: np.ndarray) -> float:
 
     With ΔW = W − Ŵ: ‖ΔW X‖²_F / n = tr(ΔW (X Xᵀ / n) ΔWᵀ) = ½ tr(ΔW H ΔWᵀ).
     """
-    dW = (W.astype(np.float64) - W_hat.astype(np.float64))
-    return float(0.5 * np.sum((dW @ H.astype(np.float64)) * dW))
+    dW = W.astype(np.float32) - W_hat.astype(np.float32)                 # [out, in]
+    # float32 GEMM (2x faster than float64 at 3072²); the sum is taken in float64
+    return float(0.5 * np.sum((dW @ H.astype(np.float32)) * dW, dtype=np.float64))

@@ -156,3 +156,22 @@ def test_cli_train_on_a_text_file(tmp_path, capsys):
     assert json.loads((out / "history.json").read_text())[-1]["step"] == 6
     assert main(["train", "--init", "llama", "--data", str(tmp_path / "code.txt"),
                  "--seq-len", "64", "--max-position", "32", "--out", str(out / "x")]) == 2
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_shipped_models_load_in_both_and_beat_unigram(name):
+    from pathlib import Path
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    folder = Path(__file__).resolve().parents[1] / "weights" / name
+    model = minislm.load(folder)
+    assert 1e6 <= model.num_params() <= 5e6 and model.tokenizer is not None
+    ids = np.array([model.tokenizer.encode("Return the sum of the items of an iterable.").ids])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(minislm.forward(model, ids), ref, atol=1e-4, rtol=1e-4)
+    summary = json.loads((folder / "train_summary.json").read_text())
+    assert summary["validation_perplexity"] < 0.5 * summary["unigram_perplexity"]
+    if model.config.family == "llama":
+        assert model.config.n_kv_head < model.config.n_head   # GQA

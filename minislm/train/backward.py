@@ -284,6 +284,7 @@ def loss_and_grads(model, input_ids, labels=None, dlogits_fn=None, trainable=Non
         dlogits = cross_entropy_backward(ce)
     else:
         loss, dlogits = dlogits_fn(logits)
+        dlogits = np.asarray(dlogits)
         if dlogits.shape != logits.shape:
             raise InputError(f"dlogits_fn returned dlogits of shape {dlogits.shape}, "
                              f"expected the logits' shape {logits.shape}")

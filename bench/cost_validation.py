@@ -333,7 +333,11 @@ def discussion() -> list[str]:
         "* **This machine** shares two cores with other sessions; timings are CPU time and "
         "the best of several runs, but the memory bus is shared too, so expect tens of "
         "percent of noise in that section between runs. minislm's float decode is memory-bound "
-        "as predicted; its 4-bit path is compute-bound because NumPy dequantizes in several "
+        "as predicted and runs 10-30 % below the speed predicted from the measured bandwidth; "
+        "prefill and the 4-bit path come out 20-60 % slower than predicted, because the "
+        "model charges one launch per kernel where minislm's quantized matmul and attention "
+        "make many NumPy calls and passes. The 4-bit path is compute-bound because NumPy "
+        "dequantizes in several "
         "full passes (see the measured ns per weight above), which is why minislm decodes 4-bit "
         "models slower than float32 ones although they move 8x fewer bytes.", ""]
 

@@ -174,3 +174,32 @@ def test_distill_command(folders, tmp_path, capsys):
     assert log["held_out_before"]["kd"] < 1e-6                       # student == teacher at start
     assert minislm.load(tmp_path / "student").config == minislm.load(src).config
     assert "KD" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_lora_with_tool_tokens_saves_modules_to_save_that_peft_loads(folders, tmp_path, family):
+    """QLoRA-style recipe of the voice thesis: tool tokens + LoRA, the resized embedding
+    (and untied head) trained whole and saved as PEFT modules_to_save with the tokenizer."""
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    src, out = folders[family], tmp_path / "adapter"
+    targets = "q_proj,v_proj" if family == "llama" else "c_attn"
+    assert main(["finetune", "--model", str(src), "--data", "toolcall", "--steps", "3",
+                 "--lora-rank", "2", "--targets", targets, "--lr", "1e-2", "--batch-size", "4",
+                 "--add-tool-tokens", "--out", str(out)]) == 0
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == (["embed_tokens", "lm_head"] if family == "llama"
+                                         else ["lm_head", "wte"])
+    assert (out / "tokenizer.json").exists()
+    base = minislm.load(src)
+    with pytest.raises(minislm.errors.CheckpointError, match="added tokens"):
+        lora.load_adapter(base, out)                       # the base still has the old vocab
+    ours = lora.load_adapter(special_tokens.add_tokens(base), out)
+    V = base.config.vocab_size
+    assert np.abs(ours.params[ours.prefix + "wte.weight" if family == "gpt2" else
+                              "model.embed_tokens.weight"][V:]).max() > 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(src))
+    hf.resize_token_embeddings(V + 2)
+    pm = peft.PeftModel.from_pretrained(hf, str(out)).eval()
+    ids = np.array([ours.tokenizer.encode(" <tool_call>[{").ids + [3, 4]])
+    np.testing.assert_allclose(hf_logits(pm, ids), minislm.forward(ours, ids), atol=1e-5)

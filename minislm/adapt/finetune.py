@@ -10,6 +10,8 @@ tokenised as prompt + response + end-of-text, so the model also learns to stop.
 
     full fine-tuning    Φ = every array of `model.params`
     LoRA                Φ = Φ₀ + ΔΦ(Θ), Θ = the adapters' A and B; Φ₀ frozen
+                        (plus, optionally, whole dense weights: after adding tool
+                        tokens their new embedding / LM-head rows must be learnt)
 
 Batches: `batch_size` examples drawn from `default_rng([seed, step])` (a rerun
 draws the same batches), right-padded to the longest — with causal attention a
@@ -148,19 +150,23 @@ def pad_id_of(tokenizer) -> int:
 
 
 # ------------------------------------------------------------------ the loop
-def trainable_tensors(model) -> dict:
-    """Working copies of what training updates: the LoRA A/B if the model has
-    adapters (everything else frozen), otherwise every array (full fine-tuning)."""
+def trainable_tensors(model, also_train=()) -> dict:
+    """Working copies of what training updates: the LoRA A/B (plus the dense
+    weights named in `also_train`) if the model has adapters, everything else
+    frozen; otherwise every array (full fine-tuning)."""
     if lora.lora_weights(model):
-        return {k: v.copy() for k, v in lora.trainable(model).items()}
+        dense = {name: model.params[name].copy() for name in also_train}
+        return {**{k: v.copy() for k, v in lora.trainable(model).items()}, **dense}
     return {k: v.copy() for k, v in model.params.items() if isinstance(v, np.ndarray)}
 
 
 def with_tensors(model, tensors: dict, dropout_seed=None):
     """The model with `tensors` (from `trainable_tensors`) put in place."""
+    dense = {k: v for k, v in tensors.items() if k in model.params}
+    model = model.replace(params={**model.params, **dense})
     if lora.lora_weights(model):
         return lora.with_trainable(model, tensors, dropout_seed)
-    return model.replace(params={**model.params, **tensors})
+    return model
 
 
 def flat_grads(grads: dict) -> dict:
@@ -178,7 +184,7 @@ def flat_grads(grads: dict) -> dict:
 
 def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int | None = None,
              weight_decay: float = 0.0, clip: float | None = 1.0, progress: bool = True,
-             desc: str = "finetune"):
+             desc: str = "finetune", also_train=()):
     """Train `model` with AdamW for `steps` steps; returns (new model, losses per step).
 
     loss_fn(model_view, step) -> (loss, grads) computes the loss of one batch on
@@ -188,8 +194,7 @@ def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int |
         raise ConfigError(f"steps must be a positive integer, found {steps!r}")
     if not lr > 0:
         raise ConfigError(f"learning rate must be positive, found {lr!r}")
-    tensors = trainable_tensors(model)
-    frozen = lora.lora_weights(model) != {}
+    tensors = trainable_tensors(model, also_train)
     state = AdamWState()
     warmup = max(1, steps // 10) if warmup is None else warmup
     losses = []
@@ -197,9 +202,7 @@ def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int |
     for step in bar:
         view = with_tensors(model, tensors, dropout_seed=seed * 1_000_003 + step)
         loss, grads = loss_fn(view, step)
-        grads = flat_grads(grads)
-        if not frozen:
-            grads = {k: g for k, g in grads.items() if k in tensors}
+        grads = {k: g for k, g in flat_grads(grads).items() if k in tensors}
         grads, _ = clip_by_global_norm(grads, clip)
         eta = learning_rate(step, steps, lr, warmup=warmup, minimum=0.1 * lr)
         adamw_step(tensors, grads, state, eta, betas=(0.9, 0.999), weight_decay=weight_decay)
@@ -209,16 +212,18 @@ def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int |
 
 
 def finetune(model, examples, steps: int, lr: float | None = None, batch_size: int = 16,
-             seed: int = 0, progress: bool = True, **optim):
+             seed: int = 0, progress: bool = True, also_train=(), **optim):
     """Fine-tune on [(ids, labels)] examples: full, or adapters only if the model has LoRA
-    weights (use `lora.add_lora` first). Returns (new model, losses)."""
+    weights (use `lora.add_lora` first) plus the dense weights named in `also_train`
+    (e.g. the resized embedding and LM head). Returns (new model, losses)."""
     if not examples:
         raise InputError("finetune: no examples")
     check_batch_size(batch_size)
     frozen = lora.lora_weights(model) != {}
     lr = (1e-3 if frozen else 3e-4) if lr is None else lr
     pad = pad_id_of(model.tokenizer) if model.tokenizer is not None else 0
-    trainable = (lambda name: False) if frozen else None
+    also_train = tuple(also_train)
+    trainable = (lambda name: name in also_train) if frozen else None
 
     def loss_fn(view, step):
         rng = np.random.default_rng([seed, step])
@@ -226,4 +231,5 @@ def finetune(model, examples, steps: int, lr: float | None = None, batch_size: i
         ids, labels = make_batch(examples, idx, pad)
         return loss_and_grads(view, ids, labels, trainable=trainable)
 
-    return optimise(model, loss_fn, steps, lr, seed=seed, progress=progress, **optim)
+    return optimise(model, loss_fn, steps, lr, seed=seed, progress=progress,
+                    also_train=also_train if frozen else (), **optim)

@@ -46,6 +46,7 @@ from ..model import families
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # PEFT's own defaults per architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+TIED_HEAD_KEY = "base_model.model.lm_head.weight"
 DEFAULT_TARGETS = {"gpt2": ("c_attn",), "llama": ("q_proj", "v_proj")}
 
 
@@ -263,8 +264,15 @@ def peft_key(config, prefix: str, weight_name: str, part: str) -> str:
     return f"base_model.model.{module_path(config, prefix, weight_name)}.{part}.weight"
 
 
-def save_adapter(model, folder, base_model_name_or_path: str | None = None) -> Path:
-    """Write adapter_config.json + adapter_model.safetensors in PEFT's format."""
+def save_adapter(model, folder, base_model_name_or_path: str | None = None,
+                 modules_to_save=()) -> Path:
+    """Write adapter_config.json + adapter_model.safetensors in PEFT's format.
+
+    modules_to_save: names of dense weights trained in full beside the adapters
+    (the resized embedding and LM head after adding tool tokens); PEFT stores
+    them whole as base_model.model.<module path>.weight. A base model loading
+    such an adapter must have the same vocabulary (resize it first).
+    """
     adapters = lora_weights(model)
     if not adapters:
         raise ConfigError("save_adapter: the model has no LoRA weights (use add_lora first)")
@@ -282,6 +290,17 @@ def save_adapter(model, folder, base_model_name_or_path: str | None = None) -> P
     for name, w in adapters.items():
         tensors[peft_key(cfg, prefix, name, "lora_A")] = w.A
         tensors[peft_key(cfg, prefix, name, "lora_B")] = w.B
+    for name in modules_to_save:
+        if not isinstance(model.params.get(name), np.ndarray):
+            raise ConfigError(f"save_adapter: modules_to_save entry '{name}' is not a dense "
+                              "weight of the model")
+        tensors[f"base_model.model.{module_path(cfg, prefix, name)}.weight"] = model.params[name]
+    embedding = families.embedding_name(cfg, prefix)
+    if cfg.tied and embedding in modules_to_save:
+        # PEFT wraps the embedding but leaves the tied LM head on the old tensor:
+        # save the head too (the same array) so transformers computes the same logits
+        tensors[TIED_HEAD_KEY] = model.params[embedding]
+        modules_to_save = [*modules_to_save, "lm_head.weight"]
     paths = sorted(module_path(cfg, prefix, n) for n in adapters)
     short = sorted({p.split(".")[-1] for p in paths})
     every = [module_path(cfg, prefix, lin.name) for lin in families.linear_layers(cfg, prefix)]
@@ -294,8 +313,11 @@ def save_adapter(model, folder, base_model_name_or_path: str | None = None) -> P
         "target_modules": targets,
         "fan_in_fan_out": first.fan_in_fan_out, "bias": "none", "inference_mode": True,
         "init_lora_weights": True, "use_rslora": False, "use_dora": False,
-        "modules_to_save": None, "base_model_name_or_path": base,
+        "modules_to_save": sorted(module_path(cfg, prefix, n).split(".")[-1]
+                                  for n in modules_to_save) or None,
+        "base_model_name_or_path": base,
     }
+
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / ADAPTER_WEIGHTS, tensors, metadata={"format": "pt"})
     atomic_write_text(folder / ADAPTER_CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -346,6 +368,22 @@ def load_adapter(model, folder):
         params[lin.name] = LoraLinear(params[lin.name], tensors[ka], tensors[kb], alpha, dropout,
                                       lin.orientation == "in_out")
         used |= {ka, kb}
+    for name, value in model.params.items():        # modules_to_save: whole dense weights
+        key = f"base_model.model.{module_path(cfg, prefix, name)}.weight"
+        if key in tensors and name.endswith(".weight") and isinstance(value, np.ndarray):
+            if tensors[key].shape != value.shape:
+                raise CheckpointError(
+                    f"{w_path}: tensor '{key}' has shape {tuple(tensors[key].shape)}, the "
+                    f"model's '{name}' {value.shape} (an adapter trained with added tokens "
+                    "needs the same tokens added to the base model first)")
+            params[name] = tensors[key]
+            used.add(key)
+    if cfg.tied and TIED_HEAD_KEY in tensors:       # our own copy of the tied embedding
+        emb = params[families.embedding_name(cfg, prefix)]
+        if tensors[TIED_HEAD_KEY].shape != emb.shape or not np.array_equal(tensors[TIED_HEAD_KEY], emb):
+            raise CheckpointError(f"{w_path}: '{TIED_HEAD_KEY}' differs from the embedding of "
+                                  "this tied model")
+        used.add(TIED_HEAD_KEY)
     unknown = sorted(set(tensors) - used)
     if unknown:
         raise CheckpointError(f"{w_path}: tensors {unknown[:4]} do not belong to any linear "

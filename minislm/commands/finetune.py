@@ -32,8 +32,9 @@ def add_arguments(p):
     p.add_argument("--merge", action="store_true",
                    help="with LoRA: write the merged HF folder instead of the adapter")
     p.add_argument("--add-tool-tokens", action="store_true",
-                   help="add <tool_call> and </tool_call> as single tokens first "
-                        "(resizing the embedding; full fine-tuning only)")
+                   help="add <tool_call> and </tool_call> as single tokens first, resizing "
+                        "the embedding and LM head (with LoRA these are trained in full and "
+                        "saved as PEFT modules_to_save, with the tokenizer)")
 
 
 def run(args) -> int:
@@ -43,11 +44,10 @@ def run(args) -> int:
     from minislm.adapt.special_tokens import add_tokens
     from minislm.checkpoint import atomic_write_text
     from minislm.errors import ConfigError
+    from minislm.loading import save_tokenizer
+    from minislm.model import families
     if args.lora_rank is None and (args.merge or args.targets):
         raise ConfigError("--merge and --targets need --lora-rank (LoRA fine-tuning)")
-    if args.lora_rank is not None and args.add_tool_tokens:
-        raise ConfigError("--add-tool-tokens needs the new embedding rows trained: use full "
-                          "fine-tuning (drop --lora-rank)")
     model = minislm.load(args.model)
     if args.add_tool_tokens:
         model = add_tokens(model)
@@ -57,13 +57,21 @@ def run(args) -> int:
         targets = args.targets.split(",") if args.targets else None
         model = lora.add_lora(model, args.lora_rank, args.lora_alpha or 2.0 * args.lora_rank,
                               args.lora_dropout, targets, seed=args.seed)
+    also_train = []
+    if args.add_tool_tokens and args.lora_rank is not None:   # the new rows must be learnt
+        also_train = list(dict.fromkeys([families.embedding_name(model.config, model.prefix),
+                                         families.lm_head_name(model.config, model.prefix)]))
     start = time.time()
     tuned, losses = ft.finetune(model, examples, args.steps, args.lr, args.batch_size,
-                                args.seed, weight_decay=args.weight_decay)
+                                args.seed, also_train=also_train, weight_decay=args.weight_decay)
     seconds = time.time() - start
     if args.lora_rank is not None and not args.merge:
-        out = lora.save_adapter(tuned, args.out, base_model_name_or_path=str(model.path))
-        what = f"PEFT adapter ({len(lora.lora_weights(tuned))} layers, r={args.lora_rank})"
+        out = lora.save_adapter(tuned, args.out, base_model_name_or_path=str(model.path),
+                                modules_to_save=also_train)
+        if args.add_tool_tokens:                  # the grown tokenizer goes with the adapter
+            save_tokenizer(tuned, out)
+        what = f"PEFT adapter ({len(lora.lora_weights(tuned))} layers, r={args.lora_rank}" + \
+            (f", modules_to_save {also_train})" if also_train else ")")
     else:
         out = minislm.save(lora.merge(tuned), args.out)
         what = "merged HF checkpoint" if args.lora_rank is not None else "HF checkpoint"

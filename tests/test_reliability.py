@@ -193,6 +193,15 @@ def commands(base, gpt2_dir, corpus):
         name = "export"
         formats = ["hf"]
     """).format(corpus=corpus))
+    sweep = base / "sweep.toml"
+    sweep.write_text(toml.read_text().split("[[stage]]")[0] + textwrap.dedent("""
+        [[sweep.axis]]
+        name = "Quant"
+        stage = "quantize"
+        key = "bits"
+        values = [0, 4]
+        options = {method = "rtn", group_size = 8}
+    """))
     m, o = str(gpt2_dir), base / "outputs"
     return {
         "generate": ["generate", "--model", m, "--prompt", "Return the", "--max-new-tokens", 8],
@@ -209,6 +218,8 @@ def commands(base, gpt2_dir, corpus):
         "cost": ["cost", "--model", m, "--device", "siracusa"],
         "compress": ["compress", "--config", toml, "--model", m, "--out", o / "c",
                      "--no-log", "--quiet"],
+        "sweep": ["sweep", "--config", sweep, "--model", m, "--out", o / "s", "--no-log",
+                  "--quiet"],
         "finetune": ["finetune", "--model", m, "--data", corpus, "--steps", 1,
                      "--batch-size", 2, "--max-len", 32, "--out", o / "ft"],
         "distill": ["distill", "--teacher", m, "--student", m, "--data", corpus, "--steps", 1,
@@ -220,7 +231,7 @@ def commands(base, gpt2_dir, corpus):
 
 
 COMMANDS = ["generate", "eval", "quantize", "quantize-gptq", "prune", "export-gguf", "cost",
-            "compress", "finetune", "distill", "train"]
+            "compress", "sweep", "finetune", "distill", "train"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

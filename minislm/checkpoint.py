@@ -19,6 +19,7 @@ when unpickled: minislm refuses them and never unpickles.
 """
 from __future__ import annotations
 
+import glob
 import json
 import math
 import mmap
@@ -212,10 +213,16 @@ def atomic_write_bytes(path, data: bytes | None = None, writer=None) -> Path:
 
     An interrupted write leaves the old complete file (or none), never half a file.
     Either pass `data`, or `writer(f)` that writes to the open binary file.
+    The temporary name `.NAME.PID.xxxx.tmp` carries the writer's process id: a
+    process killed mid-write (SIGKILL cannot be caught) leaves its temp file
+    behind, and the next write of the same file removes it once that process is
+    gone, so a killed multi-GB save does not leak disk space forever.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if writer is not None:
@@ -233,6 +240,20 @@ def atomic_write_bytes(path, data: bytes | None = None, writer=None) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete `.NAME.PID.*.tmp` files of `path` whose writing process no longer exists."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)             # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError, OSError):
+            pass                             # alive under another user, or not a pid: keep
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -152,6 +152,8 @@ def save(model: Model, path, bf16: bool = False) -> Path:
     if masks:
         write_safetensors(out / MASKS_FILE, {k: np.asarray(v, dtype=np.uint8)
                                              for k, v in masks.items()})
+    elif (out / MASKS_FILE).exists():   # left by an earlier save: would re-mask this model
+        os.unlink(out / MASKS_FILE)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_tokenizer(model, out)
     return out

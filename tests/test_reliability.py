@@ -108,8 +108,12 @@ def test_sigkill_mid_write_leaves_old_file_or_none(base, delay):
     assert tensors["w"].shape == (16, 1 << 20)
     assert np.all(tensors["w"] == version)           # not a mix of two versions
     leftovers = [p.name for p in folder.iterdir() if p != target]
-    assert all(n.startswith(".model.safetensors.") and n.endswith(".tmp") for n in leftovers)
+    assert leftovers and all(n.startswith(f".model.safetensors.{proc.pid}.") and
+                             n.endswith(".tmp") for n in leftovers)
     assert minislm.checkpoint.checkpoint_files(folder) == [target]   # temps are never read
+    minislm.checkpoint.write_safetensors(target, {"w": np.zeros(2, np.float32)})
+    assert [p.name for p in folder.iterdir()] == ["model.safetensors"]  # the dead writer's
+    #                                                        temp is cleaned by the next write
 
 
 SAVER = textwrap.dedent("""
@@ -148,6 +152,30 @@ def test_sigkill_during_save_never_leaves_a_half_checkpoint(base, gpt2_dir):
     else:                                             # the folder is refused clearly
         with pytest.raises(minislm.MinislmError):
             minislm.load(out)
+
+
+def test_temp_files_of_live_writers_are_kept(base):
+    folder = base / "live-writer"
+    folder.mkdir()
+    mine = folder / f".x.bin.{os.getpid()}.abc.tmp"           # this process: alive
+    other = folder / ".x.bin.1.abc.tmp"                          # pid 1 (init): alive
+    junk = folder / ".x.bin.notapid.abc.tmp"
+    for p in (mine, other, junk):
+        p.write_bytes(b"partial")
+    minislm.checkpoint.atomic_write_bytes(folder / "x.bin", b"done")
+    assert mine.exists() and other.exists() and junk.exists()
+    assert (folder / "x.bin").read_bytes() == b"done"
+
+
+def test_saving_without_masks_removes_stale_masks(base, gpt2_dir):
+    model = minislm.load(gpt2_dir)
+    name = "transformer.h.0.mlp.c_fc.weight"
+    keep = (np.arange(model.params[name].size) % 2).reshape(model.params[name].shape)
+    masked = model.replace(extra_tensors={"masks": {name: keep.astype(np.uint8)}})
+    out = minislm.save(masked, base / "masked-then-dense")
+    assert name in minislm.load(out).extra_tensors["masks"]
+    minislm.save(model, out)                                     # same folder, no masks now
+    assert "masks" not in minislm.load(out).extra_tensors
 
 
 # =========================================================== Ctrl-C

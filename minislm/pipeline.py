@@ -9,7 +9,7 @@ of stages (each optional, repeats allowed), written in TOML:
 
     model = "weights/tiny-gpt2"
     [[stage]]
-    name = "depth_prune"      # finetune | depth_prune | width_prune | lora | quantize | eora | export
+    name = "depth_prune"      # finetune depth_prune width_prune lora quantize eora export
     layers = 2
     [[stage]]
     name = "quantize"
@@ -52,6 +52,7 @@ import numpy as np
 from .checkpoint import atomic_write_text
 from .config import Config
 from .errors import ConfigError, MinislmError
+from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import options_text, write_report
 from .evaluate.summary import summarize
 from .model import families
@@ -63,13 +64,16 @@ DEFAULT_EVAL = {
     "ppl_data": None,          # a text file instead of the corpus test split
     "toolcall": 24,            # held-out tool-call examples per stage (0: skip)
     "qa": 0,                   # questions of the project QA set per stage (0: skip)
+    "choice": 0,               # corpus sentence-completion items per stage (0: skip)
     "speed": True,             # prefill/decode tokens/s and peak memory
     "device": "siracusa",      # cost-model device for the verdict column (None: skip)
 }
 DEFAULT_CALIBRATION = {"samples": 32, "seqlen": 128, "data": None, "seed": 0}
 # `minislm compress` without --config (configs/default.toml holds the same, to copy and edit)
 DEFAULT_PIPELINE = {
-    "model": DEFAULT_MODEL,
+    # the shipped models learned the corpus only: sentence completion on held-out
+    # docstrings is the task they can be scored on (tool calls need a fine-tune first)
+    "eval": {"toolcall": 0, "choice": 100},
     "stage": [
         {"name": "depth_prune", "layers": 1, "method": "block"},
         {"name": "width_prune", "method": "wanda", "nm": "2:4"},
@@ -79,6 +83,15 @@ DEFAULT_PIPELINE = {
         {"name": "export", "formats": ["hf", "gguf"], "gguf_type": "q8_0"},
     ],
 }
+
+
+def resolve_model(path: str) -> str:
+    """A relative model path from the working directory, else from the minislm checkout
+    (so `weights/tiny-gpt2` and the configs/ files work from any directory)."""
+    if Path(path).exists() or Path(path).is_absolute():
+        return str(path)
+    beside_package = Path(__file__).resolve().parents[1] / path
+    return str(beside_package) if beside_package.exists() else str(path)
 
 
 class StageUnavailable(MinislmError):
@@ -663,6 +676,7 @@ def pipeline_config(raw: dict, model: str | None = None, where: str = "config") 
     model_name = model or raw.get("model") or DEFAULT_MODEL
     require(isinstance(model_name, (str, Path)), where, f"model must be a path, found "
             f"{model_name!r}")
+    model_name = resolve_model(str(model_name))
     stages = raw.get("stage", [])
     require(isinstance(stages, list), where, "'stage' must be a list of tables ([[stage]])")
     return PipelineConfig(model=str(model_name), stages=list(stages), eval=ev, calibration=cal,
@@ -677,8 +691,12 @@ def report_rows(rows: list[Row]) -> list[dict]:
 
 
 def compress(raw_config: dict, out, model_path: str | None = None, resume: bool = False,
-             progress: bool = True) -> tuple[list[Row], str]:
-    """Run a pipeline config into folder `out`; returns (rows, report Markdown)."""
+             progress: bool = True, threads: int | None = None) -> tuple[list[Row], str]:
+    """Run a pipeline config into folder `out`; returns (rows, report Markdown).
+
+    threads: BLAS threads for the whole run (None: 1 for a small model, see
+    `evaluate.facts.auto_threads`; the BLAS default otherwise).
+    """
     from . import load
     pc = pipeline_config(raw_config, model_path)
     model_dir = Path(pc.model)
@@ -706,7 +724,8 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
         return write_report(out, "Compression report", preamble, report_rows(rows), columns,
                             plots=plots)
 
-    _, rows = run_stages(model, planned, lambda st: stages_dir / st.label, ctx, pc.eval,
-                         resume, on_row, baseline_folder=stages_dir / "00_baseline")
+    with blas_threads(threads or auto_threads(model)):
+        _, rows = run_stages(model, planned, lambda st: stages_dir / st.label, ctx, pc.eval,
+                             resume, on_row, baseline_folder=stages_dir / "00_baseline")
     return rows, on_row(rows, plots=True)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import write_report
 from .pipeline import STAGES, Context, pipeline_config, plan, require, run_stages
 
@@ -77,7 +78,8 @@ def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
     return points
 
 
-def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True):
+def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True,
+          threads: int | None = None):
     """Run every grid point into folder `out`; returns (rows, report Markdown).
 
     A stage is reused whenever a finished folder with the same key exists, so
@@ -112,17 +114,19 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
                 f"{pc.eval['ppl_data'] or 'the corpus test split'}, windows of "
                 f"{pc.eval['seqlen']}; tool-call accuracy on {pc.eval['toolcall']} held-out "
                 f"examples; cost model: {pc.eval['device']}.")
-    for values, label, planned in points:
-        ctx = Context(out=out / "exports" / (planned[-1].key[:12] if planned else "baseline"),
-                      calibration=pc.calibration, progress=progress, seed=pc.seed)
-        _, stage_rows = run_stages(base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}",
-                                   ctx, pc.eval, resume=True,
-                                   baseline_folder=None if planned else cache / "baseline")
-        last = stage_rows[-1]
-        rows.append({"label": label, "metrics": last.metrics,
-                     "seconds": round(sum(r.seconds for r in stage_rows), 2),
-                     "folder": last.folder,
-                     **{f"axis:{k}": v if v not in NONE_VALUES else "–"
-                        for k, v in values.items()}})
-        write_report(out, "Sweep report", preamble, rows, columns, plots=False)
+    with blas_threads(threads or auto_threads(base)):
+        for values, label, planned in points:
+            exports = out / "exports" / (planned[-1].key[:12] if planned else "baseline")
+            ctx = Context(out=exports, calibration=pc.calibration, progress=progress,
+                          seed=pc.seed)
+            _, stage_rows = run_stages(
+                base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}", ctx, pc.eval,
+                resume=True, baseline_folder=None if planned else cache / "baseline")
+            last = stage_rows[-1]
+            rows.append({"label": label, "metrics": last.metrics,
+                         "seconds": round(sum(r.seconds for r in stage_rows), 2),
+                         "folder": last.folder,
+                         **{f"axis:{k}": v if v not in NONE_VALUES else "–"
+                            for k, v in values.items()}})
+            write_report(out, "Sweep report", preamble, rows, columns, plots=False)
     return rows, write_report(out, "Sweep report", preamble, rows, columns)

@@ -210,7 +210,8 @@ def test_score_answer_dimensions():
     from minislm.evaluate.toolcall import score_answer
     expected = [{"name": "navigation", "arguments": {"destination": "Paris"}}]
     ok = '<tool_call>[{"name": "navigation", "arguments": {"destination": "paris "}}]</tool_call>'
-    wrong_arg = '<tool_call>[{"name": "navigation", "arguments": {"destination": "Rome"}}]</tool_call>'
+    wrong_arg = ('<tool_call>[{"name": "navigation", "arguments": {"destination": "Rome"}}]'
+                 '</tool_call>')
     wrong_tool = '<tool_call>[{"name": "make_call", "arguments": {"contact": "Paris"}}]</tool_call>'
     broken = '<tool_call>[{"name": "navigation", "arguments": {"destination": "Paris"}</tool_call>'
     assert score_answer(ok, expected) == {"tool": True, "syntax": True, "parameters": True,
@@ -371,3 +372,14 @@ def test_perplexity_equals_hf_recipe(tmp_path, family):
     res = perplexity_of_ids(ours, ids, seqlen=T, stride=T, progress=False)
     assert res.tokens == n_tokens
     assert res.perplexity == pytest.approx(math.exp(nll_sum / n_tokens), rel=1e-4)
+
+
+def test_corpus_choice_set_is_deterministic_and_well_formed():
+    from minislm.evaluate.choice import corpus_choice_set
+    a, b = corpus_choice_set(20, seed=3), corpus_choice_set(20, seed=3)
+    assert a == b and len(a) == 20
+    for it in a:
+        assert len(set(it.continuations)) == 4 and 0 <= it.gold < 4
+        words = len(it.contexts[0].split()) + len(it.continuations[it.gold].split())
+        assert 8 <= words <= 30
+    assert len({it.gold for it in a}) > 1

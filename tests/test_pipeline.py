@@ -38,7 +38,7 @@ def config(model_dir, *stages, **top):
     text = str(model_dir.parent / "text.txt")
     return {"model": str(model_dir),
             "eval": {"ppl_tokens": 200, "seqlen": 32, "ppl_data": text, "toolcall": 0, "qa": 0,
-                     "speed": False, "device": "siracusa"},
+                     "choice": 0, "speed": False, "device": "siracusa"},
             "calibration": {"samples": 4, "seqlen": 32, "data": text},
             "stage": list(stages), **top}
 
@@ -144,7 +144,7 @@ def test_eora_after_gptq_brings_logits_back(model_dir, tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_every_stage_runs(tmp_path, family, model_dir):
-    """finetune → depth → Minitron trim → SparseGPT 2:4 → LoRA → AWQ → EoRA → export."""
+    """finetune → depth → Minitron → SparseGPT 2:4 → LoRA → AWQ → EoRA → export."""
     folder = tiny_model(tmp_path / family, family, n_layer=3, d_model=32, d_ff=64)
     text = str(model_dir.parent / "text.txt")
     cfg = config(model_dir,
@@ -218,6 +218,7 @@ def test_default_config_file_matches_builtin():
         pytest.skip("configs/default.toml not written")
     raw = pipeline.load_config(path)
     assert raw["stage"] == pipeline.DEFAULT_PIPELINE["stage"]
+    assert raw["eval"] == pipeline.DEFAULT_PIPELINE["eval"]
 
 
 def test_compress_cli_errors(model_dir, tmp_path):

@@ -15,7 +15,7 @@ def add_arguments(p):
     p.add_argument("--data", help="ppl: a UTF-8 text file (default: the corpus test split); "
                    "qa: TriviaQA-shaped JSONL (default: the project's QA set); toolcall: "
                    "JSONL of prompt/response (default: the generator's test split); mc: "
-                   "HellaSwag/Winogrande JSONL or HellaSwag .txt[.bz2] (required)")
+                   "HellaSwag/Winogrande JSONL, HellaSwag .txt[.bz2] or 'corpus' (required)")
     p.add_argument("--seqlen", type=int, help="ppl window T (default min(512, max_position))")
     p.add_argument("--stride", type=int, help="ppl stride S (default T: no overlap)")
     p.add_argument("--limit", type=int, help="tokens for ppl, items for the other tasks")
@@ -53,11 +53,14 @@ def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode=
         examples = load_toolcall_jsonl(data, limit) if data else heldout_examples(limit)
         return evaluate_toolcall(model, examples, max_new_tokens or 64, progress=progress)
     if task == "mc":
-        from ..evaluate.choice import evaluate_choice, load_choice_file
+        from ..evaluate.choice import corpus_choice_set, evaluate_choice, load_choice_file
         if not data:
-            raise ConfigError("--task mc needs --data (HellaSwag/Winogrande JSONL or the "
-                              "HellaSwag six-line text file)")
-        return evaluate_choice(model, load_choice_file(data, limit), progress=progress)
+            raise ConfigError("--task mc needs --data (HellaSwag/Winogrande JSONL, the "
+                              "HellaSwag six-line text file, or 'corpus' for sentence "
+                              "completion on the held-out corpus)")
+        items = corpus_choice_set(limit or 100) if data == "corpus" else \
+            load_choice_file(data, limit)
+        return evaluate_choice(model, items, progress=progress)
     if task == "facts":
         from ..evaluate.facts import measure_speed, thread_scaling
         try:
@@ -79,13 +82,14 @@ def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode=
 
 def run(args) -> int:
     from .. import load
-    from ..evaluate.facts import count_params, bytes_on_disk
+    from ..evaluate.facts import auto_threads, blas_threads, bytes_on_disk, count_params
     from ..evaluate.runlog import append_run
     start = time.perf_counter()
     model = load(args.model)
-    metrics = evaluate(model, args.task, args.data, args.seqlen, args.stride, args.limit,
-                       args.mode, args.template, args.max_new_tokens, progress=not args.json,
-                       threads=args.threads)
+    with blas_threads(None if args.task == "facts" else auto_threads(model)):
+        metrics = evaluate(model, args.task, args.data, args.seqlen, args.stride, args.limit,
+                           args.mode, args.template, args.max_new_tokens,
+                           progress=not args.json, threads=args.threads)
     metrics.update(count_params(model), bytes=bytes_on_disk(args.model))
     wall = time.perf_counter() - start
     result = {"task": args.task, "model": str(args.model), **metrics, "wall_s": round(wall, 3)}
@@ -107,7 +111,8 @@ def summary_line(r: dict) -> str:
             "qa": "QA accuracy " + ", ".join(f"{m}-book {r[f'accuracy_{m}']:.3f}"
                                              for m in ("closed", "open") if f"accuracy_{m}" in r),
             "toolcall": f"tool-call accuracy {r.get('accuracy', 0):.3f} (tool "
-                        f"{r.get('tool_accuracy', 0):.3f}, syntax {r.get('syntax_accuracy', 0):.3f},"
+                        f"{r.get('tool_accuracy', 0):.3f}, syntax "
+                        f"{r.get('syntax_accuracy', 0):.3f},"
                         f" parameters {r.get('parameter_accuracy') or 0:.3f})",
             "facts": f"prefill {r.get('prefill_tok_s', 0):.0f} tok/s, decode "
                      f"{r.get('decode_tok_s', 0):.0f} tok/s, peak {r.get('peak_bytes', 0):,} "

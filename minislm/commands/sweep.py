@@ -13,6 +13,9 @@ def add_arguments(p):
     p.add_argument("--model", help="HF checkpoint folder (overrides the config's model)")
     p.add_argument("--out", required=True, help="output folder (cache/, report.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="BLAS threads (default: 1 for models under "
+                   "20 M parameters, whose matrices are too small to share; else the BLAS "
+                   "default)")
     p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
     p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
 
@@ -23,7 +26,8 @@ def run(args) -> int:
     from ..sweep import sweep
     start = time.perf_counter()
     raw = load_config(args.config)
-    rows, report = sweep(raw, args.out, args.model, progress=not args.quiet)
+    rows, report = sweep(raw, args.out, args.model, progress=not args.quiet,
+                         threads=args.threads)
     wall = time.perf_counter() - start
     print(report)
     print(f"report: {args.out}/report.md  ({wall:.1f} s, {len(rows)} points)")

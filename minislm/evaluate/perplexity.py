@@ -52,7 +52,8 @@ class Perplexity:
 def windows(n_ids: int, seqlen: int, stride: int) -> list[tuple[int, int, int]]:
     """[(b, e, first scored target)] of the windows over n_ids tokens."""
     if seqlen < 2:
-        raise ConfigError(f"seqlen must be at least 2 tokens (one context, one target), found {seqlen}")
+        raise ConfigError(f"seqlen must be at least 2 tokens (one context, one target), "
+                          f"found {seqlen}")
     if not 1 <= stride <= seqlen:
         raise ConfigError(f"stride must lie in [1, seqlen={seqlen}], found {stride}")
     out, e_prev = [], 0

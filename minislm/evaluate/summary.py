@@ -5,6 +5,7 @@
     ppl_data     a text file instead of the corpus test split
     toolcall     held-out tool-call examples (0: skip)
     qa           questions of the project QA set, closed and open book (0: skip)
+    choice       sentence-completion items of the held-out corpus (0: skip)
     speed        prefill/decode tokens/s and peak memory (64-token prompt, 16 new tokens)
 """
 from __future__ import annotations
@@ -37,6 +38,10 @@ def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict
         r = evaluate_qa(model, list(project_qa_set())[:e["qa"]], template="chat",
                         progress=progress)
         metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
+    if e["choice"]:
+        from .choice import corpus_choice_set, evaluate_choice
+        r = evaluate_choice(model, corpus_choice_set(e["choice"]), progress=progress)
+        metrics.update(choice=r["accuracy"], choice_norm=r["accuracy_norm"])
     if e["speed"]:
         s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
                           new_tokens=16, repeats=3)

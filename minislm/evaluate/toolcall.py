@@ -50,7 +50,7 @@ def same_calls(predicted: list[dict], expected: list[dict]) -> bool:
 
 
 def score_answer(text: str, expected_calls: list[dict] | None) -> dict:
-    """{'tool', 'syntax', 'parameters' (None when no tool is expected), 'correct'} for one answer."""
+    """{'tool', 'syntax', 'parameters' (None: no tool expected), 'correct'} of one answer."""
     from ..data.tasks import TOOL_CALL_OPEN, parse_tool_calls
     calls = parse_tool_calls(text)
     if expected_calls is None:                                  # a plain-text answer is expected
@@ -90,7 +90,7 @@ def heldout_examples(limit: int | None = None, seed: int = 0) -> list[dict]:
 
 
 def evaluate_toolcall(model, examples, max_new_tokens: int = 64, progress: bool = True) -> dict:
-    """Tool / syntax / parameter accuracy and the fully-correct fraction, overall and per category."""
+    """Tool / syntax / parameter accuracy and the fully-correct fraction (also per category)."""
     from ..data.tasks import render_prompt
     examples = list(examples)
     if not examples:

@@ -27,7 +27,7 @@ COLUMNS = (
     ("tool", "Tool", lambda v: f"{v:.2f}"),
     ("syntax", "Syntax", lambda v: f"{v:.2f}"),
     ("parameters", "Params acc", lambda v: f"{v:.2f}"),
-    ("choice", "Completion acc", lambda v: f"{v:.2f}"),
+    ("choice", "Completion acc (norm)", lambda v: f"{v:.2f}"),
     ("qa_closed", "QA closed", lambda v: f"{100 * v:.1f}%"),
     ("qa_open", "QA open", lambda v: f"{100 * v:.1f}%"),
     ("prefill_tok_s", "Prefill tok/s", lambda v: f"{v:.0f}"),

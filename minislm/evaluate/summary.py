@@ -5,7 +5,8 @@
     ppl_data     a text file instead of the corpus test split
     toolcall     held-out tool-call examples (0: skip)
     qa           questions of the project QA set, closed and open book (0: skip)
-    choice       sentence-completion items of the held-out corpus (0: skip)
+    choice       sentence-completion items of the held-out corpus (0: skip); reported
+                 per-byte normalised (`choice`) and summed (`choice_unnormalized`)
     speed        prefill/decode tokens/s and peak memory (64-token prompt, 16 new tokens)
 """
 from __future__ import annotations
@@ -41,7 +42,9 @@ def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict
     if e["choice"]:
         from .choice import corpus_choice_set, evaluate_choice
         r = evaluate_choice(model, corpus_choice_set(e["choice"]), progress=progress)
-        metrics.update(choice=r["accuracy"], choice_norm=r["accuracy_norm"])
+        # per-byte scores: the endings differ in length, and summed log-likelihoods
+        # mostly pick the shortest one (lm-evaluation-harness' acc_norm)
+        metrics.update(choice=r["accuracy_norm"], choice_unnormalized=r["accuracy"])
     if e["speed"]:
         s = measure_speed(model, prompt_tokens=min(64, model.config.max_position // 2),
                           new_tokens=16, repeats=3)

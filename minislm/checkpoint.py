@@ -67,6 +67,8 @@ def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
 def read_header(path) -> tuple[dict, dict, int]:
     """(tensor entries, __metadata__, byte offset of the data section), fully validated."""
     path = Path(path)
+    if path.exists() and not path.is_file():   # a folder, or a FIFO that would block forever
+        raise CheckpointError(f"{path}: not a regular file (expected a safetensors file)")
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -166,6 +168,8 @@ def checkpoint_files(folder) -> list[Path]:
                               "folder with config.json and *.safetensors)")
     index = folder / "model.safetensors.index.json"
     if index.exists():
+        if not index.is_file():
+            raise CheckpointError(f"{index}: not a regular file (expected a JSON weight map)")
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             files = sorted(set(weight_map.values()))

@@ -219,6 +219,8 @@ class Config:
     @classmethod
     def from_file(cls, path) -> "Config":
         path = Path(path)
+        if path.exists() and not path.is_file():   # a folder, or a FIFO that would block
+            raise ConfigError(f"{path}: not a regular file (expected config.json)")
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -18,6 +18,9 @@ def load_tokenizer(folder, vocab_size: int | None = None):
     from tokenizers import Tokenizer
     folder = Path(folder)
     path = folder / "tokenizer.json"
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        if (folder / name).exists() and not (folder / name).is_file():   # FIFOs would block
+            raise TokenizerError(f"{folder / name}: not a regular file")
     try:
         if path.exists():
             tok = Tokenizer.from_file(str(path))

@@ -377,6 +377,48 @@ def test_broken_checkpoint_folders(base, gpt2_dir, case):
     refused("checkpoint folder", lambda: minislm.load(folder), error, [words])
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.json",
+                                  "model.safetensors.index.json", "masks.safetensors"])
+def test_named_pipes_never_hang_the_loader(base, gpt2_dir, name):
+    """A FIFO under a checkpoint file name would block open() forever: refused instead."""
+    import signal
+
+    def too_slow(signum, frame):
+        raise TimeoutError(f"loading a folder whose {name} is a FIFO hung")
+
+    folder = _copy(gpt2_dir, base)
+    (folder / name).unlink(missing_ok=True)
+    os.mkfifo(folder / name)
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        refused("FIFO instead of a file", lambda: minislm.load(folder), MinislmError,
+                [name, "regular file"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError,
+                   reason="pipeline.load_config opens a FIFO and blocks (owner: eval engineer)")
+def test_pipeline_toml_fifo_never_hangs(base):
+    import signal
+
+    def too_slow(signum, frame):
+        raise TimeoutError("pipeline.load_config hung on a FIFO")
+
+    path = fresh(base) / "pipe.toml"
+    os.mkfifo(path)
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(3)
+    try:
+        refused("FIFO instead of a file", lambda: pipeline.load_config(path), ConfigError,
+                [path])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize("suffix", [".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"])
 def test_single_pickle_files_are_never_unpickled(base, suffix):
     folder = fresh(base)

@@ -79,11 +79,13 @@ for name, r in results.items():
 
 # %% [markdown]
 # The base model never writes a tool call (its "tool" score comes only from the
-# general-knowledge questions, where *not* calling a tool is right). After a
-# few hundred AdamW steps the tiny model has learnt the format and mostly the
-# tool; copying slot values (names, places) exactly is the hard part for a
-# 1.8 M-parameter model, as parameter extraction was the weakest column in
-# the thesis too.
+# general-knowledge questions, where *not* calling a tool is right). After
+# 150 AdamW steps the tiny model has learnt the format and mostly the tool;
+# the single-token delimiters make the format easier still. Copying slot
+# values (names, places, numbers) exactly is the hard part for a model of a
+# couple of million parameters — parameter extraction was the weakest column
+# in the thesis too. (Longer runs help: `minislm finetune --steps 300` reaches
+# tool 0.98 / syntax 0.99 / parameters 0.19 on the whole test split.)
 
 # %%
 tuned_tool = max(results[k]["tool_accuracy"] for k in results if k != "base")

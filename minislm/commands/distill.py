@@ -23,6 +23,9 @@ def add_arguments(p):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (default: 1 for models under 20 M parameters, whose "
+                        "matrices are too small to share; else the BLAS default)")
     p.add_argument("--max-len", type=int, default=None,
                    help="tokens per example (default: the smaller max_position)")
 
@@ -43,6 +46,7 @@ def run(args) -> int:
     from minislm.adapt import finetune as ft
     from minislm.adapt.distill import distill
     from minislm.checkpoint import atomic_write_text
+    from minislm.evaluate.facts import auto_threads, blas_threads
     from minislm.errors import ConfigError
     teacher, student = minislm.load(args.teacher), minislm.load(args.student)
     if student.tokenizer is None:
@@ -56,8 +60,9 @@ def run(args) -> int:
     pad = ft.pad_id_of(student.tokenizer)
     before = held_out_losses(teacher, student, held_out, args.temperature, args.alpha, pad)
     start = time.time()
-    trained, history = distill(teacher, student, examples, args.steps, args.temperature,
-                               args.alpha, args.lr, args.batch_size, args.seed)
+    with blas_threads(args.threads if args.threads else auto_threads(teacher)):
+        trained, history = distill(teacher, student, examples, args.steps, args.temperature,
+                                   args.alpha, args.lr, args.batch_size, args.seed)
     seconds = time.time() - start
     after = held_out_losses(teacher, trained, held_out, args.temperature, args.alpha, pad)
     out = minislm.save(trained, args.out)

@@ -22,6 +22,9 @@ def add_arguments(p):
     p.add_argument("--max-len", type=int, default=None,
                    help="tokens per example (default: the model's max_position)")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (default: 1 for models under 20 M parameters, whose "
+                        "matrices are too small to share; else the BLAS default)")
     p.add_argument("--lora-rank", type=int, default=None,
                    help="train LoRA adapters of this rank instead of every weight")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA α (default 2·rank)")
@@ -43,6 +46,7 @@ def run(args) -> int:
     from minislm.adapt import lora
     from minislm.adapt.special_tokens import add_tokens
     from minislm.checkpoint import atomic_write_text
+    from minislm.evaluate.facts import auto_threads, blas_threads
     from minislm.errors import ConfigError
     from minislm.loading import save_tokenizer
     from minislm.model import families
@@ -62,8 +66,10 @@ def run(args) -> int:
         also_train = list(dict.fromkeys([families.embedding_name(model.config, model.prefix),
                                          families.lm_head_name(model.config, model.prefix)]))
     start = time.time()
-    tuned, losses = ft.finetune(model, examples, args.steps, args.lr, args.batch_size,
-                                args.seed, also_train=also_train, weight_decay=args.weight_decay)
+    with blas_threads(args.threads if args.threads else auto_threads(model)):
+        tuned, losses = ft.finetune(model, examples, args.steps, args.lr, args.batch_size,
+                                    args.seed, also_train=also_train,
+                                    weight_decay=args.weight_decay)
     seconds = time.time() - start
     if args.lora_rank is not None and not args.merge:
         out = lora.save_adapter(tuned, args.out, base_model_name_or_path=str(model.path),

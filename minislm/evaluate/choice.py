@@ -144,18 +144,22 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def corpus_choice_set(n_items: int = 100, n_choices: int = 4, seed: int = 0,
-                      split: str = "test") -> list[ChoiceItem]:
-    """Sentence-completion items from the default corpus (see the module docstring)."""
-    from ..data.corpus import default_corpus
+                      split: str = "test", documents=None) -> list[ChoiceItem]:
+    """Sentence-completion items from the default corpus (see the module docstring);
+    `documents` replaces the corpus split by any list of texts."""
+    if documents is None:
+        from ..data.corpus import default_corpus
+        documents = default_corpus()[split]
     sentences = []
-    for document in default_corpus()[split]:
+    for document in documents:
         for sentence in SENTENCE_END.split(" ".join(document.split())):
             words = sentence.split()
             if 8 <= len(words) <= 30 and sentence[0].isupper() and sentence[-1] == ".":
                 sentences.append(words)
     sentences = list({" ".join(w): w for w in sentences}.values())          # unique, in order
     if len(sentences) < n_choices:
-        raise InputError(f"the corpus {split} split has only {len(sentences)} usable sentences")
+        raise InputError(f"only {len(sentences)} usable sentences (8-30 words, capitalised, "
+                         f"ending in '.'); need at least {n_choices}")
     rng = np.random.default_rng(seed)
     items = []
     for i in rng.permutation(len(sentences))[:n_items]:

@@ -47,7 +47,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, InputError
-from ..model.generate import generate
+from ..model.cache import KVCache
+from ..model.forward import forward
 from ..tokenizer import decode, encode
 from .files import read_jsonl
 
@@ -169,17 +170,33 @@ def _line_break_ids(tokenizer) -> frozenset:
 
 
 def answer(model, prompt: str, max_new_tokens: int = 32) -> tuple[str, int]:
-    """(greedy continuation of the prompt up to its first line break or EOS, tokens generated)."""
+    """(the first non-empty line of the greedy continuation, tokens generated).
+
+    Generation stops at EOS or at a line break that follows some text, so a
+    model that starts its answer on a new line is not cut to nothing.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a positive integer, found {max_new_tokens!r}")
     ids = encode(model.tokenizer, prompt)
     room = model.config.max_position - max_new_tokens
     if room < 1:
         raise ConfigError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a "
                           f"context of {model.config.max_position}")
     ids = ids[-room:]                                   # long open-book contexts keep their end
-    stop = set(model.config.eos_ids) | _line_break_ids(model.tokenizer)
-    out = generate(model, np.array(ids, dtype=np.int64), max_new_tokens, stop_tokens=stop)
-    new = out[len(ids):]
-    return decode(model.tokenizer, new).split("\n")[0].strip(), len(new)
+    eos, breaks = set(model.config.eos_ids), _line_break_ids(model.tokenizer)
+    cache = KVCache(capacity=len(ids) + max_new_tokens)
+    z = forward(model, np.array([ids], dtype=np.int64), cache)[0, -1]          # [V]
+    new, text = [], ""
+    for _ in range(max_new_tokens):
+        token = int(z.argmax())
+        if token in eos:
+            break
+        new.append(token)
+        text = decode(model.tokenizer, new)
+        if token in breaks and text.strip():
+            break
+        z = forward(model, np.array([[token]]), cache)[0, -1]
+    return next((line.strip() for line in text.split("\n") if line.strip()), ""), len(new)
 
 
 def evaluate_qa(model, items, modes=("closed", "open"), template: str = "thesis",

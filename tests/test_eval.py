@@ -377,7 +377,7 @@ def test_perplexity_equals_hf_recipe(tmp_path, family):
 def test_corpus_choice_set_is_deterministic_and_well_formed():
     from minislm.evaluate.choice import corpus_choice_set
     from minislm.data.tasks import toolcall_dataset
-    docs = [ex["response"] + " " + " ".join(f"Word{i} is number {j} of this much longer test sentence."
+    docs = [ex["response"] + " " + " ".join(f"Word{i} is number {j} of this much longer sentence {3 * i + j}."
                                             for j in range(2))
             for i, ex in enumerate(toolcall_dataset()["test"])]
     a, b = corpus_choice_set(20, seed=3, documents=docs), corpus_choice_set(20, seed=3,

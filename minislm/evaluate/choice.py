@@ -162,14 +162,22 @@ def corpus_choice_set(n_items: int = 100, n_choices: int = 4, seed: int = 0,
                          f"ending in '.'); need at least {n_choices}")
     rng = np.random.default_rng(seed)
     items = []
+    def ending(words):
+        return " " + " ".join(words[len(words) // 2:])
+
     for i in rng.permutation(len(sentences))[:n_items]:
         words = sentences[i]
         cut = len(words) // 2
-        others = [j for j in rng.choice(len(sentences), size=4 * n_choices, replace=False)
-                  if j != i][:n_choices - 1]
-        endings = [" " + " ".join(sentences[j][len(sentences[j]) // 2:]) for j in others]
+        endings = [ending(words)]                     # distractors: other, distinct endings
+        for j in rng.permutation(len(sentences)):
+            if len(endings) == n_choices:
+                break
+            if ending(sentences[j]) not in endings:
+                endings.append(ending(sentences[j]))
+        if len(endings) < n_choices:
+            raise InputError(f"fewer than {n_choices} distinct sentence endings")
         gold = int(rng.integers(n_choices))
-        endings.insert(gold, " " + " ".join(words[cut:]))
+        endings.insert(gold, endings.pop(0))
         context = " ".join(words[:cut])
         items.append(ChoiceItem((context,) * n_choices, tuple(endings), gold))
     return items

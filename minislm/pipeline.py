@@ -51,7 +51,7 @@ import numpy as np
 
 from .checkpoint import atomic_write_text
 from .config import Config
-from .errors import ConfigError, MinislmError
+from .errors import ConfigError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import options_text, write_report
 from .evaluate.summary import summarize
@@ -94,7 +94,7 @@ def resolve_model(path: str) -> str:
     return str(beside_package) if beside_package.exists() else str(path)
 
 
-class StageUnavailable(MinislmError):
+class StageUnavailable(ConfigError):
     """A stage's technique module is not part of this minislm checkout."""
 
 

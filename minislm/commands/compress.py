@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, help="BLAS threads (default: 1 for models under "
                    "20 M parameters, whose matrices are too small to share; else the BLAS "
                    "default)")
-    p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
+    p.add_argument("--runs", help="experiment log (default runs/runs.jsonl or $MINISLM_RUNS)")
     p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
 
 

@@ -1,4 +1,4 @@
-"""`minislm eval`: one metric of one model, printed as a line or as JSON, logged to runs.jsonl."""
+"""`minislm eval`: one metric of one model, printed as a line or JSON, logged to runs/runs.jsonl."""
 from __future__ import annotations
 
 import json
@@ -27,7 +27,7 @@ def add_arguments(p):
     p.add_argument("--threads", default="1,2", help="facts: BLAS thread counts to time "
                    "(comma-separated, default 1,2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--runs", help="experiment log (default runs.jsonl or $MINISLM_RUNS)")
+    p.add_argument("--runs", help="experiment log (default runs/runs.jsonl or $MINISLM_RUNS)")
     p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
 
 

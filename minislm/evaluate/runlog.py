@@ -8,7 +8,7 @@ does the same job without a server: every run appends
      "metrics": {...}, "wall_s": 12.3}
 
 and `read_runs` gives them back for comparison (`[r["metrics"]["perplexity"] for r in
-read_runs(path) if r["command"] == "eval"]`). The file is `runs.jsonl` in the
+read_runs(path) if r["command"] == "eval"]`). The file is `runs/runs.jsonl` in the
 working directory unless `MINISLM_RUNS` or the command's `--runs` names another;
 it is rewritten atomically on every append, so a crash never leaves half a line.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from ..checkpoint import atomic_write_text
 from ..errors import InputError
 
-DEFAULT_RUNS_FILE = "runs.jsonl"
+DEFAULT_RUNS_FILE = "runs/runs.jsonl"         # runs/ is git-ignored
 
 
 def runs_file(path=None) -> Path:

@@ -110,14 +110,15 @@ def part_llamacpp(model, args):
     V = model.config.vocab_size
     prompt = np.random.default_rng(0).integers(0, V, args.prefill).tolist()
     tmp = Path(tempfile.mkdtemp(prefix="minislm-gguf-"))
-    print(f"\n### llama.cpp (llama-cpp-python 0.3.36, 2 threads) on our exported GGUF\n")
+    print(f"\n### llama.cpp (llama-cpp-python 0.3.36, {args.threads} threads) on our exported "
+          f"GGUF\n")
     print("| type | file bytes | prefill tok/s | decode tok/s | max |Δlogit| vs minislm float |")
     print("|---|---|---|---|---|")
     ref = minislm.forward(model, np.array([prompt[:64]]))[0]
     for qtype in ("f32", "q8_0", "q4_0"):
         path, size = export_gguf(model, tmp / f"m-{qtype}.gguf", qtype)
         llm = Llama(model_path=str(path), n_ctx=args.prefill + args.decode + 8, n_batch=512,
-                    logits_all=False, verbose=False, n_threads=2)
+                    logits_all=False, verbose=False, n_threads=args.threads)
         llm.eval(prompt[:8])                                            # warm up
         llm.reset()
         _, t_pre = timed(lambda: llm.eval(prompt))
@@ -129,7 +130,7 @@ def part_llamacpp(model, args):
                 llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
         _, t_dec = timed(decode)
         check = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False,
-                      n_threads=2)
+                      n_threads=args.threads)
         check.eval(prompt[:64])
         delta = float(np.abs(np.asarray(check.scores[:64]) - ref).max())
         print(f"| {qtype} | {size:,} | {args.prefill / t_pre:.1f} | {args.decode / t_dec:.1f} | "
@@ -205,6 +206,8 @@ def main(argv=None):
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--ppl-tokens", type=int, default=20000)
+    ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (match "
+                    "OPENBLAS_NUM_THREADS for a fair comparison)")
     args = ap.parse_args(argv)
     parts = args.parts.split(",")
     model = None

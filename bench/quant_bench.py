@@ -37,7 +37,7 @@ def peak_rss_mb() -> float:
 
 
 def random_gpt2(folder: Path) -> Path:
-    """The GPT-2-124M config with random weights, written by transformers (bench-only dependency)."""
+    """The GPT-2-124M config with random weights, written by transformers (bench-only)."""
     import torch
     import transformers
     config = json.loads((DATA / "configs" / "gpt2-124m.config.json").read_text())

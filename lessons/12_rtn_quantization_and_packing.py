@@ -25,7 +25,7 @@ from minislm.model import families
 from minislm.quant.model_quant import model_nbytes, quantize_model
 from minislm.quant.pack import pack_bits, unpack_bits
 from minislm.quant.qlinear import QuantizedTensor
-from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, group_bounds, quantize_rtn
+from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
 
 ROOT = Path(__file__).resolve().parents[1]
 model = minislm.load(ROOT / "weights" / "tiny-gpt2")

@@ -14,7 +14,7 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five doze
 
 
 def _with_tokenizer(folder, vocab_size):
-    """Train a small byte-level BPE, save it beside the weights, point bos/eos at its special token."""
+    """Train a small byte-level BPE beside the weights; bos/eos point at its special token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -35,8 +35,9 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("gguf")
     out = {}
     for family in ("gpt2", "llama"):
-        folder = save_hf_model(build_hf_model(family, d_model=64, vocab_size=320,
-                                                  d_ff=64 if family == "llama" else None), root / family)
+        hf = build_hf_model(family, d_model=64, vocab_size=320,
+                            d_ff=64 if family == "llama" else None)
+        folder = save_hf_model(hf, root / family)
         out[family] = minislm.load(_with_tokenizer(folder, 320))
     return out
 

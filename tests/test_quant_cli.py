@@ -17,9 +17,9 @@ def gpt2_with_tokenizer(tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
     tok.train_from_iterator(["the cat sat on the mat " * 50],
-                            trainers.BpeTrainer(vocab_size=280,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+                            trainers.BpeTrainer(vocab_size=280, initial_alphabet=alphabet))
     tok.save(str(folder / "tokenizer.json"))
     return folder
 

@@ -5,12 +5,12 @@ Each row is cut into blocks of 32 values; each block stores a float16 scale d
 the format definition (ggml-quants.c, `quantize_row_q*_ref`), with the same
 float32 arithmetic, so the bytes equal `gguf.quants.quantize` bit for bit.
 
-    type   bytes/block  bits/weight  grid
-    Q8_0   34 = 2 + 32      8.5      d = amax/127,      q = round_away(x/d) ∈ [−127, 127],  x̂ = d·q
-    Q4_0   18 = 2 + 16      4.5      d = m/−8,          q = min(15, ⌊x/d + 8.5⌋),           x̂ = d·(q − 8)
-    Q4_1   20 = 2+2+16      5.0      d = (max−min)/15,  q = min(15, ⌊(x−min)/d + 0.5⌋),     x̂ = d·q + min
-    Q5_0   22 = 2+4+16      5.5      d = m/−16,         q = min(31, ⌊x/d + 16.5⌋),          x̂ = d·(q − 16)
-    Q5_1   24 = 2+2+4+16    6.0      d = (max−min)/31,  q = min(31, ⌊(x−min)/d + 0.5⌋),     x̂ = d·q + min
+    type  bytes/block  bits/w  grid
+    Q8_0  34 = 2+32      8.5   d = amax/127,      q = round_away(x/d) ∈ [−127, 127], x̂ = d·q
+    Q4_0  18 = 2+16      4.5   d = m/−8,          q = min(15, ⌊x/d + 8.5⌋),          x̂ = d·(q − 8)
+    Q4_1  20 = 2+2+16    5.0   d = (max−min)/15,  q = min(15, ⌊(x−min)/d + 0.5⌋),    x̂ = d·q + min
+    Q5_0  22 = 2+4+16    5.5   d = m/−16,         q = min(31, ⌊x/d + 16.5⌋),         x̂ = d·(q − 16)
+    Q5_1  24 = 2+2+4+16  6.0   d = (max−min)/31,  q = min(31, ⌊(x−min)/d + 0.5⌋),    x̂ = d·q + min
 
 m is the signed value of largest magnitude (so the extreme lands exactly on code 0).
 The low 4 bits of codes 0–15 fill the low nibbles of the 16 code bytes, codes 16–31

@@ -45,7 +45,7 @@ TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 
 def unpermute_rope_rows(W: np.ndarray, n_heads: int) -> np.ndarray:
-    """HF split-halves row order -> adjacent-pairs order, per head (rows [h, 2, D/2] -> [h, D/2, 2])."""
+    """HF split-halves row order -> adjacent pairs, per head: rows [h, 2, D/2] -> [h, D/2, 2]."""
     shape = W.shape
     return W.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 

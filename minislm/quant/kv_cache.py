@@ -20,7 +20,7 @@ class Int8KVCache:
     def __init__(self, capacity: int = 0):
         self.length = 0
         self.capacity = capacity
-        self.k: list = []            # per slot: (codes int8 [B, K, S_max, D], scales f32 [B, K, S_max])
+        self.k: list = []      # per slot: (codes int8 [B, K, S_max, D], scales f32 [B, K, S_max])
         self.v: list = []
 
     def reserve(self, n_slots: int, needed: int) -> None:

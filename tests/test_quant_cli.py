@@ -46,6 +46,19 @@ def test_quantize_command_writes_a_loadable_smaller_model(gpt2_with_tokenizer, t
     assert np.abs(logits - minislm.forward(ref, np.array([[1, 2, 3]]))).max() < 0.5
 
 
+def test_awq_command(gpt2_with_tokenizer, tmp_path):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("the cat sat on the mat. " * 60)
+    rc = main(["quantize", "--model", str(gpt2_with_tokenizer), "--method", "awq", "--bits", "3",
+               "--group-size", "32", "--calib", str(calib), "--n-samples", "4", "--seq-len", "16",
+               "--out", str(tmp_path / "awq")])
+    assert rc == 0
+    model = minislm.load(tmp_path / "awq")
+    assert model.extra_config["quantization_config"]["method"] == "awq"
+    qt = model.params["transformer.h.0.mlp.c_fc.weight"]
+    assert qt.input_scale is not None and qt.input_scale.shape == (64,)
+
+
 def test_rtn_command_and_bad_options(gpt2_with_tokenizer, tmp_path, capsys):
     rc = main(["quantize", "--model", str(gpt2_with_tokenizer), "--method", "rtn", "--bits", "8",
                "--group-size", "-1", "--sym", "--out", str(tmp_path / "q8")])

@@ -107,3 +107,21 @@ def test_llama_cpp_runs_exported_model(models, family, qtype, tmp_path):
     assert np.abs(theirs - ours).max() <= tol * scale
     if qtype != "f32":                                       # the weights really are smaller
         assert path.stat().st_size < 0.6 * (export_gguf(model, tmp_path / "f.gguf")[1])
+
+
+def test_tied_llama_without_tokenizer_runs_from_token_ids(tmp_path):
+    """Tied head -> no `output.weight` (llama.cpp reuses token_embd); no tokenizer -> no_vocab."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from conftest import build_hf_model, save_hf_model
+    folder = save_hf_model(build_hf_model("llama", d_model=64, d_ff=64, tied=True), tmp_path / "t")
+    model = minislm.load(folder)
+    assert model.tokenizer is None and model.config.tied
+    path, _ = export_gguf(model, tmp_path / "t.gguf", "f32")
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert "output.weight" not in names and "rope_freqs.weight" in names
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False,
+                          n_threads=1)
+    ids = [3, 14, 15, 92, 65, 35]
+    llm.eval(ids)
+    ours = minislm.forward(model, np.array([ids]))[0]
+    assert np.abs(np.asarray(llm.scores[:len(ids)]) - ours).max() <= 1e-3 * np.abs(ours).max()

@@ -151,3 +151,17 @@ def test_int8_kv_cache_is_close_and_smaller(family, tiny):
     np.testing.assert_allclose(step, step_ref, atol=0.02 * np.abs(step_ref).max())
     D = model.config.head_dim
     assert int8_cache.nbytes == float_cache.nbytes * (D + 4) // (4 * D)
+
+
+@pytest.mark.parametrize("bits,group_size,sym", [(8, PER_TENSOR, True), (3, 20, False),
+                                                 (2, PER_CHANNEL, True), (5, 16, False)])
+def test_every_scheme_roundtrips_through_disk(tiny, tmp_path, bits, group_size, sym):
+    model = tiny["gpt2"]
+    q, _ = quantize_model(model, "rtn", bits, group_size, sym, progress=False)
+    loaded = minislm.load(minislm.save(q, tmp_path / "q"))
+    for name, value in q.params.items():
+        if isinstance(value, QuantizedTensor):
+            np.testing.assert_array_equal(loaded.params[name].dequantize(), value.dequantize())
+            assert loaded.params[name].nbytes == value.nbytes
+    ids = _calib(model, n=1, T=8)
+    np.testing.assert_array_equal(minislm.forward(loaded, ids), minislm.forward(q, ids))

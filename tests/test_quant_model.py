@@ -165,3 +165,21 @@ def test_every_scheme_roundtrips_through_disk(tiny, tmp_path, bits, group_size, 
             assert loaded.params[name].nbytes == value.nbytes
     ids = _calib(model, n=1, T=8)
     np.testing.assert_array_equal(minislm.forward(loaded, ids), minislm.forward(q, ids))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_quantized_embeddings_and_head(family, tiny, tmp_path):
+    model = tiny[family]
+    q, report = quantize_model(model, "rtn", 8, PER_CHANNEL, sym=True, progress=False,
+                               embeddings=True)
+    from minislm.model import families
+    emb = families.embedding_name(model.config, model.prefix)
+    assert isinstance(q.params[emb], QuantizedTensor)
+    ids = _calib(model, n=2, T=8)
+    np.testing.assert_allclose(q.params[emb][ids], q.params[emb].dequantize()[ids])
+    ref, out = minislm.forward(model, ids), minislm.forward(q, ids)
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+    loaded = minislm.load(minislm.save(q, tmp_path / "q"))
+    assert loaded.extra_config["quantization_config"]["embeddings"] is True
+    np.testing.assert_array_equal(minislm.forward(loaded, ids), out)
+    assert model_nbytes(q) < 0.4 * model_nbytes(model)          # 8-bit: ~1/4 + scales, norms

@@ -17,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--damp", type=float, default=0.01,
                    help="GPTQ damping as a fraction of mean diag(H) (default 0.01)")
     p.add_argument("--eora-rank", type=int, default=0, help="EoRA compensation rank (0 = off)")
+    p.add_argument("--embeddings", action="store_true",
+                   help="also quantize the token embedding and LM head (RTN, same grid)")
     p.add_argument("--calib", default=None,
                    help="UTF-8 text file or folder for calibration (default: the built-in corpus)")
     p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
@@ -40,7 +42,8 @@ def run(args) -> int:
     if args.method != "rtn" or args.eora_rank > 0:
         calib = calibration_batches(model, args.calib, args.n_samples, args.seq_len, args.seed)
     qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
-                                    args.act_order, args.damp, args.eora_rank, calib)
+                                    args.act_order, args.damp, args.eora_rank, calib,
+                                    embeddings=args.embeddings)
     out = minislm.save(qmodel, args.out)
     for e in report:
         if "error" in e:

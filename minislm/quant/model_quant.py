@@ -69,13 +69,14 @@ def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, dam
 def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int = 128,
                    sym: bool = False, act_order: bool = False, damp: float = 0.01,
                    eora_rank: int = 0, calib_ids: np.ndarray | None = None,
-                   progress: bool = True):
+                   progress: bool = True, embeddings: bool = False):
     """(new model, report): every block linear quantized; report = one dict per layer.
 
     Report entries: name, role, layer, error (‖WX − ŴX‖²/n of the chosen method,
     EoRA included), error_rtn (same grid, plain RTN), and error_before_eora /
     error_svd when EoRA is on. Errors need calibration data; RTN without it reports
-    the weight MSE only.
+    the weight MSE only. embeddings=True also quantizes the token embedding and the LM
+    head (RTN, same grid; one table when tied) — for GPT-2-124M that is 154 MB of 498.
     """
     if method not in METHODS:
         raise ConfigError(f"quantization method must be one of {METHODS}, found {method!r}")
@@ -102,7 +103,18 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int =
     else:
         quantized = calibration.sequential(model, calib_ids, transform,
                                            stats=("xtx", "abs_sum"), progress=progress)
-    qc = quantization_config(bits, group_size, sym, method, lm_head=False)
+    if embeddings:
+        params = dict(quantized.params)
+        names = {families.embedding_name(model.config, model.prefix),
+                 families.lm_head_name(model.config, model.prefix)}
+        for name in sorted(names):
+            qm = quantize_rtn(np.asarray(params[name], dtype=np.float32), bits, group_size, sym)
+            params[name] = QuantizedTensor.from_matrix(qm, "out_in")
+            report.append({"name": name, "role": "embedding", "layer": None,
+                           "weight_mse": qm.mse})
+        quantized = quantized.replace(params=params)
+    qc = quantization_config(bits, group_size, sym, method, lm_head=bool(embeddings),
+                             embeddings=bool(embeddings))
     if method == "gptq":
         qc.update(damp=damp, act_order=bool(act_order))
     if eora_rank:

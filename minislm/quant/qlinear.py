@@ -11,7 +11,8 @@ In memory (`QuantizedTensor`, always the (out, in) layout internally):
 
     y = x Ŵᵀ,  Ŵ[rows] = s · (q − z)  computed for `block_rows` output rows at a time,
 so at most one block of float weights exists at once; the model's memory at rest
-is the packed bytes (`nbytes`).
+is the packed bytes (`nbytes`). A quantized token embedding (optional) answers
+`table[ids]` by dequantizing just those rows.
 
 On disk (safetensors, beside the float tensors): for a weight named `<m>.weight`
 the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .pack import pack_bits, packed_row_bytes, unpack_bits
 from .rtn import PER_TENSOR, QuantizedMatrix, group_bounds
 
@@ -122,6 +123,24 @@ class QuantizedTensor:
         W = self.effective_out_in()
         return np.ascontiguousarray(W.T) if self.orientation == "in_out" else W
 
+    def __getitem__(self, ids) -> np.ndarray:
+        """Rows Ŵ[ids] as float32 [*ids.shape, in]: an embedding lookup on a quantized table
+        (the (V, C) token embedding is an (out, in) matrix with one row per token)."""
+        if self.orientation != "out_in" or self.input_scale is not None or \
+                self.eora_A is not None:
+            raise InputError("row lookup needs a plain (out, in) quantized table (an embedding)")
+        idx = np.asarray(ids)
+        flat = idx.reshape(-1)
+        q = unpack_bits(self.qweight[flat], self.bits, self.n_in)                # [N, in]
+        rows = flat if self.scales.shape[0] > 1 else np.zeros_like(flat)
+        s = self.scales[rows].astype(np.float32)                                # [N, n_groups]
+        z = (np.full(s.shape, 2 ** (self.bits - 1), np.float32) if self.zeros is None else
+             unpack_bits(self.zeros[rows], self.bits, s.shape[1]).astype(np.float32))
+        W = q.astype(np.float32)
+        for gi, (a, b) in enumerate(group_bounds(self.n_in, self.group_size)):
+            W[:, a:b] = (W[:, a:b] - z[:, gi:gi + 1]) * s[:, gi:gi + 1]
+        return W.reshape(*idx.shape, self.n_in)
+
     def linear(self, x: np.ndarray) -> np.ndarray:
         """y = x Ŵᵀ for x [..., in] -> [..., out], dequantizing `block_rows` rows at a time."""
         lead = x.shape[:-1]
@@ -175,6 +194,9 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
     names = [n for n in tensors if not n.endswith(tuple(f".{p}" for p in PARTS[1:]))]
     prefix = families.detect_prefix(config, names)
     table = {lin.name: lin for lin in families.linear_layers(config, prefix, include_lm_head=True)}
+    emb = families.embedding_name(config, prefix)          # quantized with --embeddings
+    table.setdefault(emb, families.Linear(emb, None, "embedding", None, "out_in",
+                                          config.d_model, config.vocab_size))
     out = dict(tensors)
     for name in [n for n in tensors if n.endswith(".qweight")]:
         base = name[: -len(".qweight")]

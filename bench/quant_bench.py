@@ -89,9 +89,10 @@ def part_decode(model, args, quantized=None):
     V = model.config.vocab_size
     prompt = np.random.default_rng(0).integers(0, V, (1, args.prefill))
     variants = [("float32", model)]
-    for bits, g in ((8, -1), (4, 128)):
-        q, _ = quantize_model(model, "rtn", bits, g, sym=bits == 8, progress=False)
-        variants.append((f"packed {bits}-bit g{g}", q))
+    for bits, g, emb in ((8, -1, False), (4, 128, False), (4, 128, True)):
+        q, _ = quantize_model(model, "rtn", bits, g, sym=bits == 8, progress=False,
+                              embeddings=emb)
+        variants.append((f"packed {bits}-bit g{g}" + (" + embedding/head" if emb else ""), q))
     print(f"\n### minislm prefill T={args.prefill} and decode {args.decode} tokens\n")
     print("| weights | bytes at rest | prefill tok/s | decode tok/s |")
     print("|---|---|---|---|")

@@ -203,3 +203,21 @@ def test_lora_with_tool_tokens_saves_modules_to_save_that_peft_loads(folders, tm
     pm = peft.PeftModel.from_pretrained(hf, str(out)).eval()
     ids = np.array([ours.tokenizer.encode(" <tool_call>[{").ids + [3, 4]])
     np.testing.assert_allclose(hf_logits(pm, ids), minislm.forward(ours, ids), atol=1e-5)
+
+
+def test_qlora_command_over_a_quantized_checkpoint(folders, tmp_path, capsys):
+    """LoRA over a 4-bit RTN checkpoint: every quantized linear must be a target (a bare
+    quantized tensor has no backward); the adapter then trains and saves."""
+    from minislm.quant.model_quant import quantize_model
+    quantized, _ = quantize_model(minislm.load(folders["llama"]), "rtn", bits=4, group_size=16,
+                                  progress=False)
+    src = minislm.save(quantized, tmp_path / "q4")
+    common = ["finetune", "--model", str(src), "--data", "toolcall", "--steps", "2",
+              "--lora-rank", "2", "--batch-size", "4"]
+    assert main(common + ["--out", str(tmp_path / "partial")]) == 2
+    assert "QLoRA" in capsys.readouterr().err
+    every = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    assert main(common + ["--targets", every, "--out", str(tmp_path / "adapter")]) == 0
+    tuned = lora.load_adapter(minislm.load(src), tmp_path / "adapter")
+    assert len(lora.lora_weights(tuned)) == 7 * 2
+    assert np.isfinite(minislm.forward(tuned, np.array([[3, 4, 5]]))).all()

@@ -388,3 +388,19 @@ def test_corpus_choice_set_is_deterministic_and_well_formed():
         words = len(it.contexts[0].split()) + len(it.continuations[it.gold].split())
         assert 8 <= words <= 30
     assert len({it.gold for it in a}) > 1
+
+
+def test_blas_threads_sets_and_restores():
+    from minislm.evaluate.facts import _openblas_controls, auto_threads, blas_threads
+    with blas_threads(None) as limited:
+        assert limited is False
+    controls = _openblas_controls()
+    if controls is None:
+        pytest.skip("no OpenBLAS thread control in this NumPy build")
+    get, _ = controls
+    before = get()
+    with blas_threads(1) as limited:
+        assert limited and get() == 1
+    assert get() == before
+    small = Model(config=None, params={"w": np.zeros((10, 10), np.float32)})
+    assert auto_threads(small) == 1

@@ -100,7 +100,8 @@ for name, m in models.items():
         trimmed = width.width_trim(m, scores=scores[name], **sizes)
         c = trimmed.config
         table.append((name, label, c.n_head, c.n_kv_head, c.d_ff, c.d_model,
-                      trimmed.num_params(), file_mib(trimmed, f"{name}-{len(table)}"), ppl(trimmed)))
+                      trimmed.num_params(), file_mib(trimmed, f"{name}-{len(table)}"),
+                      ppl(trimmed)))
 print(f"{'model':6s} {'trim':28s} {'H':>3s} {'K':>3s} {'F':>5s} {'C':>4s} {'params':>10s} "
       f"{'MiB':>6s} {'ppl':>9s}")
 for row in table:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError, NumericalError, ResourceError, TokenizerError
 from .model import families
-from .model.forward import check_ids, gpt2_block, llama_block
+from .model.forward import check_ids, forward, gpt2_block, llama_block
 from .model.layers import rope_inv_freq, rope_tables
 
 STATS = ("sum", "sq_norm", "abs_sum", "xtx")
@@ -160,7 +160,6 @@ def collect(model, token_batches, stats=("sq_norm",), names=None, batch_size: in
         if name in acc:
             acc[name].update(x, stats)
 
-    from .model.forward import forward
     for ids in tqdm(_as_batches(token_batches, batch_size), desc="calibration",
                     disable=not progress):
         forward(model, ids, observer=observer)

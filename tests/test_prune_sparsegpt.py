@@ -46,7 +46,8 @@ def reference_fasterprune(W, H, sparsity, prunen, prunem, blocksize, percdamp=0.
         for i in range(i2 - i1):
             w, d = W1[:, i], Hinv1[i, i]
             if prunen != 0 and i % prunem == 0:
-                tmp = W1[:, i:i + prunem] ** 2 / (torch.diag(Hinv1)[i:i + prunem].reshape((1, -1))) ** 2
+                tmp = W1[:, i:i + prunem] ** 2 / \
+                    (torch.diag(Hinv1)[i:i + prunem].reshape((1, -1))) ** 2
                 mask1.scatter_(1, i + torch.topk(tmp, prunen, dim=1, largest=False)[1], True)
             q = w.clone()
             q[mask1[:, i]] = 0

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minislm
-from minislm import calibration
 from minislm.errors import ConfigError
 from minislm.model import families
 from minislm.prune.magnitude import global_l1_masks, l1_unstructured_mask, magnitude_prune
@@ -178,7 +177,8 @@ def test_wanda_model_block0_masks_from_dense_activations(models, family):
     pruned = wanda(model, ids, sparsity=0.5)
     assert_unchanged(model, before)
     seen = {}
-    minislm.forward(model, ids, observer=lambda n, x: seen.setdefault(n, x.reshape(-1, x.shape[-1])))
+    minislm.forward(model, ids,
+                    observer=lambda n, x: seen.setdefault(n, x.reshape(-1, x.shape[-1])))
     for lin in families.linear_layers(model.config, model.prefix):
         keep = pruned.extra_tensors["masks"][lin.name]
         W = out_in(model.params[lin.name], lin.orientation)

@@ -78,7 +78,7 @@ def row_mask(S: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def nm_mask(S: np.ndarray, n: int, m: int, name: str = "weight") -> np.ndarray:
-    """Keep-mask of S [out, in]: in every group of m consecutive inputs of a row, the n lowest pruned."""
+    """Keep-mask of S [out, in]: the n lowest of every m consecutive inputs of a row pruned."""
     out, d_in = S.shape
     if d_in % m:
         raise ConfigError(f"{name}: {d_in} input channels are not a multiple of M={m}; "

@@ -15,6 +15,7 @@
 # the codes are really packed so the model gets smaller.
 
 # %%
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 import minislm
 from minislm.calibration import calibration_batches
 from minislm.model import families
+from minislm.quant.int8 import int8_linear, quantize_weight_int8
 from minislm.quant.model_quant import model_nbytes, quantize_model
 from minislm.quant.pack import pack_bits, unpack_bits
 from minislm.quant.qlinear import QuantizedTensor
@@ -133,7 +135,33 @@ for bits, g, sym in ((8, PER_CHANNEL, True), (4, 128, False), (3, 128, False)):
           f"bits/weight; model {model_nbytes(q):,} bytes, accuracy {next_token_accuracy(q):.2%}")
 print(f"float32 model: {sizes['float32']:,} bytes")
 
+# %% [markdown]
+# ## Integer arithmetic: INT8 activations × INT8 weights, int32 sums
+# Weight-only quantization still multiplies in float32 (the codes are expanded
+# first). Integer hardware quantizes the activations too, per token, and sums
+# q_x·q_w in int32: y = s_x s_w Σ q_x q_w. The arithmetic is exact; the only
+# error is the two roundings. NumPy has no int8 GEMM (it widens to int32 and
+# leaves BLAS), so here the integer path is slower — `bench/quant_bench.py`
+# measures by how much — while an NPU or a CPU with int8 dot products gains.
+
 # %%
+
+seen = {}
+minislm.forward(model, ids[:2, :32], observer=lambda name, a: seen.setdefault(name, a))
+x = seen[lin.name].reshape(-1, cfg.d_model)                      # [64, C]: what c_fc reads
+q_w, s_w = quantize_weight_int8(W)
+t0 = time.perf_counter()
+y_int = int8_linear(x, q_w, s_w)
+t_int = time.perf_counter() - t0
+t0 = time.perf_counter()
+y_float = x @ W.T
+t_float = time.perf_counter() - t0
+int_err = float(np.linalg.norm(y_int - y_float) / np.linalg.norm(y_float))
+print(f"W8A8 c_fc on {x.shape[0]} tokens: relative error {int_err:.2e}; "
+      f"NumPy float32 {1e3 * t_float:.2f} ms, int8->int32 {1e3 * t_int:.2f} ms")
+
+# %%
+assert int_err < 0.02
 assert int8.max_abs_error <= step / 2 * 1.001
 assert abs(acc_int8 - acc_float) < 0.01                      # the report: INT8 costs < 1 point
 assert all(table[8][n] < table[4][n] < table[3][n] < table[2][n] for n in schemes)

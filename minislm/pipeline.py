@@ -269,7 +269,6 @@ class Context:
     progress: bool = True
     seed: int = 0
     before_quantize: object = None       # the float model the last quantize stage started from
-    quantize_options: dict | None = None
     _calib_ids: object = None
 
     def calib_ids(self, model):
@@ -352,7 +351,7 @@ def run_quantize(model, o, ctx):
         calib = ctx.calib_ids(model)
     quantized, _ = mq.quantize_model(model, calib_ids=calib, progress=ctx.progress,
                                      eora_rank=o["eora_rank"], **options)
-    ctx.before_quantize, ctx.quantize_options = model, options
+    ctx.before_quantize = model
     return quantized
 
 
@@ -495,6 +494,16 @@ def _merged(defaults: dict, given: dict, where: str) -> dict:
     return json.loads(json.dumps(options))                    # a deep copy
 
 
+def run_identity(model_dir: Path, calibration: dict, seed: int) -> str:
+    """What every stage's output depends on besides its options: the checkpoint files
+    (name, size, modification time), the calibration settings and the seed."""
+    files = sorted(p for p in Path(model_dir).iterdir()
+                   if p.suffix in (".json", ".safetensors") and p.is_file())
+    stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return json.dumps([str(Path(model_dir).resolve()), stamp, calibration, seed],
+                      sort_keys=True, default=str)
+
+
 def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedStage]:
     """Validate every stage against the (predicted) model shape before any work."""
     if not isinstance(stage_list, list):
@@ -590,26 +599,39 @@ class Row:
     given: dict = field(default_factory=dict)
 
 
+def _write_marker(folder: Path, st: PlannedStage, metrics: dict, seconds: float,
+                  eval_options: dict) -> None:
+    atomic_write_text(folder / "done.json", json.dumps(
+        {"stage": st.name, "options": st.options, "key": st.key, "eval": eval_options,
+         "metrics": metrics, "seconds": seconds}, indent=1, default=str) + "\n")
+
+
 def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval_options: dict,
-               resume: bool, on_row=None, baseline_folder=None) -> tuple[object, list[Row]]:
+               resume: bool, on_row=None, baseline_folder=None,
+               baseline_key: str = "") -> tuple[object, list[Row]]:
     """Run (or resume) each planned stage; folder_of(stage) is where its output lives.
 
-    Returns the final model and one Row per stage (the baseline first when
-    baseline_folder is given). on_row(rows) is called after every row.
+    A finished stage (marker with the same key) is loaded instead of run; if the
+    evaluation options changed since, it is only re-evaluated. Returns the final
+    model and one Row per stage (the baseline first when baseline_folder is
+    given, reused when its marker has `baseline_key`). on_row(rows) is called
+    after every row.
     """
     from . import load
     rows = []
     if baseline_folder is not None:
         marker = _marker(baseline_folder) if resume else None
-        if marker is None:
+        reused = marker is not None and marker.get("key") == baseline_key and \
+            marker.get("eval") == eval_options
+        if reused:
+            metrics = marker["metrics"]
+        else:
             metrics = evaluate_stage(model, Path(model.path), eval_options, ctx.progress)
             baseline_folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(baseline_folder / "done.json",
-                              json.dumps({"metrics": metrics}, indent=1) + "\n")
-        else:
-            metrics = marker["metrics"]
-        rows.append(Row("baseline", "baseline", {}, metrics, 0.0, marker is not None,
-                        str(model.path)))
+            atomic_write_text(baseline_folder / "done.json", json.dumps(
+                {"key": baseline_key, "eval": eval_options, "metrics": metrics}, indent=1,
+                default=str) + "\n")
+        rows.append(Row("baseline", "baseline", {}, metrics, 0.0, reused, str(model.path)))
         if on_row:
             on_row(rows)
     for st in planned:
@@ -617,25 +639,25 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
         marker = _marker(folder) if resume else None
         _, _, run = STAGES[st.name]
         if marker is not None and marker.get("key") == st.key and (folder / "model").exists():
-            previous = model
+            if st.name == "quantize":          # EoRA after a resumed quantize needs it
+                ctx.before_quantize = model
             model = load(folder / "model")
-            if st.name == "quantize":          # EoRA after a resumed quantize needs these
-                ctx.before_quantize, ctx.quantize_options = previous, {
-                    k: st.options[k] for k in ("method", "bits", "group_size", "sym",
-                                               "act_order", "damp")}
-            rows.append(Row(st.label, st.name, st.options, marker["metrics"], marker["seconds"],
-                            True, str(folder / "model"), st.given))
+            seconds, metrics = marker["seconds"], marker["metrics"]
+            if marker.get("eval") != eval_options:          # same model, new measurements
+                metrics = evaluate_stage(model, folder / "model", eval_options, ctx.progress)
+                _write_marker(folder, st, metrics, seconds, eval_options)
+            rows.append(Row(st.label, st.name, st.options, metrics, seconds, True,
+                            str(folder / "model"), st.given))
         else:
             start = time.perf_counter()
-            model = run(model, st.options, ctx)
+            produced = run(model, st.options, ctx)
             seconds = time.perf_counter() - start
             folder.mkdir(parents=True, exist_ok=True)
-            _save_model_dir(model, folder)
-            saved = load(folder / "model")     # evaluate what a user gets from the folder
-            metrics = evaluate_stage(saved, folder / "model", eval_options, ctx.progress)
-            atomic_write_text(folder / "done.json", json.dumps(
-                {"stage": st.name, "options": st.options, "key": st.key, "metrics": metrics,
-                 "seconds": seconds}, indent=1, default=str) + "\n")
+            _save_model_dir(produced, folder)
+            # go on with what a user gets from the folder, as a resumed run does
+            model = load(folder / "model")
+            metrics = evaluate_stage(model, folder / "model", eval_options, ctx.progress)
+            _write_marker(folder, st, metrics, seconds, eval_options)
             rows.append(Row(st.label, st.name, st.options, metrics, seconds, False,
                             str(folder / "model"), st.given))
         if on_row:
@@ -702,8 +724,8 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
     model_dir = Path(pc.model)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
-    planned = plan(pc.stages, Config.from_file(model_dir / "config.json"),
-                   str(model_dir.resolve()))
+    identity = run_identity(model_dir, pc.calibration, pc.seed)
+    planned = plan(pc.stages, Config.from_file(model_dir / "config.json"), identity)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "pipeline.json", json.dumps(
@@ -726,6 +748,7 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
 
     with blas_threads(threads or auto_threads(model)):
         _, rows = run_stages(model, planned, lambda st: stages_dir / st.label, ctx, pc.eval,
-                             resume, on_row, baseline_folder=stages_dir / "00_baseline")
+                             resume, on_row, baseline_folder=stages_dir / "00_baseline",
+                             baseline_key=identity)
     return rows, on_row(rows, plots=True)
 

@@ -27,7 +27,7 @@ from .config import Config
 from .errors import ConfigError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import write_report
-from .pipeline import STAGES, Context, pipeline_config, plan, require, run_stages
+from .pipeline import STAGES, Context, pipeline_config, plan, require, run_identity, run_stages
 
 
 NONE_VALUES = (None, 0, "none", False, "")
@@ -95,12 +95,13 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
     config = Config.from_file(model_dir / "config.json")
+    identity = run_identity(model_dir, pc.calibration, pc.seed)
     points = []
     for values, stages in grid(axes):
         label = " + ".join(f"{k} {v}" for k, v in values.items() if v not in NONE_VALUES)
         try:
             points.append((values, label or "baseline",
-                           plan(stages, config, str(model_dir.resolve()))))
+                           plan(stages, config, identity)))
         except ConfigError as e:
             raise ConfigError(f"sweep point {label or 'baseline'}: {e}") from None
     out = Path(out)
@@ -121,7 +122,8 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
                           seed=pc.seed)
             _, stage_rows = run_stages(
                 base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}", ctx, pc.eval,
-                resume=True, baseline_folder=None if planned else cache / "baseline")
+                resume=True, baseline_folder=None if planned else cache / "baseline",
+                baseline_key=identity)
             last = stage_rows[-1]
             rows.append({"label": label, "metrics": last.metrics,
                          "seconds": round(sum(r.seconds for r in stage_rows), 2),

@@ -115,6 +115,13 @@ def test_compress_runs_saves_and_resumes(model_dir, tmp_path, monkeypatch):
     again, _ = pipeline.compress(cfg, out, resume=True, progress=False)
     assert all(r.resumed for r in again)
     assert [r.metrics for r in again] == [r.metrics for r in rows]
+    cfg["eval"]["ppl_tokens"] = 120                 # new measurements, same models: no stage runs
+    remeasured, _ = pipeline.compress(cfg, out, resume=True, progress=False)
+    assert all(r.resumed for r in remeasured[1:])
+    assert remeasured[1].metrics["perplexity"] != rows[1].metrics["perplexity"]
+    cfg["calibration"]["samples"] = 3               # different calibration: WANDA must run again
+    with pytest.raises(AssertionError, match="run again"):
+        pipeline.compress(cfg, out, resume=True, progress=False)
 
 
 def test_resume_redoes_a_changed_stage(model_dir, tmp_path):

@@ -12,6 +12,9 @@ come in axis order:
     values = [0, 2, 4, 6]       # 0 / "none" / false: the stage is left out
     options = { method = "block" }
 
+A value may also be a table of several options of the stage, with an optional
+label: `{ label = "EoRA", scheme = "int4-g128", eora_rank = 8 }`.
+
 Points share prefixes — "Depth 2 + N:M 2:4 + int8" and "Depth 2 + N:M 2:4"
 start with the same two stages — so every stage is stored under
 DIR/cache/<key>_<stage>/, keyed by a hash of its input and options, and run
@@ -68,13 +71,24 @@ def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
     return axes
 
 
+def _axis_stage(axis: Axis, value) -> tuple[str, dict | None]:
+    """(the value as shown in the table, the stage it adds or None)."""
+    if isinstance(value, dict):          # several options at once, e.g. GPTQ + EoRA rank
+        options = {k: v for k, v in value.items() if k != "label"}
+        shown = value.get("label") or ", ".join(f"{k}={v}" for k, v in options.items())
+        return str(shown), {"name": axis.stage, **axis.options, **options}
+    if value in NONE_VALUES:
+        return "–", None
+    return str(value), {"name": axis.stage, **axis.options, axis.key: value}
+
+
 def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
-    """Every point of the grid: ({axis name: value}, stage list), axes in their order."""
+    """Every point of the grid: ({axis name: shown value or '–'}, stage list), in axis order."""
     points = []
     for values in itertools.product(*(a.values for a in axes)):
-        stages = [{"name": a.stage, **a.options, a.key: v}
-                  for a, v in zip(axes, values) if v not in NONE_VALUES]
-        points.append(({a.name: v for a, v in zip(axes, values)}, stages))
+        made = [_axis_stage(a, v) for a, v in zip(axes, values)]
+        points.append(({a.name: shown for a, (shown, _) in zip(axes, made)},
+                       [stage for _, stage in made if stage is not None]))
     return points
 
 
@@ -98,7 +112,7 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
     identity = run_identity(model_dir, pc.calibration, pc.seed)
     points = []
     for values, stages in grid(axes):
-        label = " + ".join(f"{k} {v}" for k, v in values.items() if v not in NONE_VALUES)
+        label = " + ".join(f"{k} {v}" for k, v in values.items() if v != "–")
         try:
             points.append((values, label or "baseline",
                            plan(stages, config, identity)))
@@ -128,7 +142,6 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
             rows.append({"label": label, "metrics": last.metrics,
                          "seconds": round(sum(r.seconds for r in stage_rows), 2),
                          "folder": last.folder,
-                         **{f"axis:{k}": v if v not in NONE_VALUES else "–"
-                            for k, v in values.items()}})
+                         **{f"axis:{k}": v for k, v in values.items()}})
             write_report(out, "Sweep report", preamble, rows, columns, plots=False)
     return rows, write_report(out, "Sweep report", preamble, rows, columns)

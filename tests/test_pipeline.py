@@ -189,12 +189,17 @@ def test_sweep_grid_shares_prefixes(model_dir, tmp_path):
         {"name": "N:M", "stage": "width_prune", "key": "nm", "values": ["none", "2:4"],
          "options": {"method": "wanda"}},
         {"name": "Quant", "stage": "quantize", "key": "scheme",
-         "values": ["none", "int8", "int4-g32"], "options": {"method": "rtn"}}]}
+         "values": ["none", "int8", "int4-g32", {"label": "EoRA", "scheme": "int4-g32",
+                                                 "eora_rank": 2, "method": "gptq"}],
+         "options": {"method": "rtn"}}]}
     rows, text = sweep.sweep(raw, tmp_path / "sw", progress=False)
-    assert [r["label"] for r in rows] == ["baseline", "Quant int8", "Quant int4-g32", "N:M 2:4",
-                                         "N:M 2:4 + Quant int8", "N:M 2:4 + Quant int4-g32"]
+    assert [r["label"] for r in rows] == [
+        "baseline", "Quant int8", "Quant int4-g32", "Quant EoRA", "N:M 2:4",
+        "N:M 2:4 + Quant int8", "N:M 2:4 + Quant int4-g32", "N:M 2:4 + Quant EoRA"]
     folders = sorted(p.name.split("_")[-1] for p in (tmp_path / "sw" / "cache").iterdir())
-    assert folders == ["baseline", "prune"] + ["quantize"] * 4     # width_prune ran once
+    assert folders == ["baseline", "prune"] + ["quantize"] * 6     # width_prune ran once
+    eora = minislm.load(rows[3]["folder"])
+    assert eora.extra_config["quantization_config"]["eora_rank"] == 2
     sizes = {r["label"]: r["metrics"]["bytes"] for r in rows}
     assert sizes["Quant int4-g32"] < sizes["Quant int8"] < sizes["baseline"]
     assert "| N:M 2:4 + Quant int8 | 2:4 | int8 |" in text

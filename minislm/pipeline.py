@@ -436,11 +436,16 @@ class PlannedStage:
 def load_config(path) -> dict:
     """A pipeline/sweep TOML file as a dict (ConfigError naming the file when it does not parse)."""
     path = Path(path)
+    if path.exists() and not path.is_file():      # a folder or a FIFO would fail or block
+        raise ConfigError(f"{path}: is not a regular file (expected a TOML config)")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path}: cannot be read as a TOML config "
+                          f"({type(e).__name__})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 

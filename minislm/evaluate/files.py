@@ -16,8 +16,10 @@ from ..errors import InputError
 def read_lines(path, what: str = "data file") -> list[str]:
     """The lines of a UTF-8 text file (.bz2 decompressed), without line endings."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such {what}")
+    if not path.is_file():                  # a folder, FIFO or device would block or fail
+        raise InputError(f"{path}: is not a regular file (expected a {what})")
     try:
         data = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
     except (OSError, EOFError, ValueError) as e:
@@ -42,6 +44,9 @@ def read_jsonl(path, what: str = "JSONL file"):
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:      # 5000-digit integers, deep nesting
+            raise InputError(f"{path}:{lineno}: JSON beyond what is accepted "
+                             f"({type(e).__name__}: {str(e)[:80]})") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}:{lineno}: expected a JSON object, found "
                              f"{type(row).__name__}")

@@ -270,7 +270,7 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict | Non
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
         arr = np.asarray(tensors[name])
-        if bf16 and arr.dtype.kind == "f":
+        if bf16 and arr.dtype in (np.float32, np.float64):  # fp16 scales stay fp16
             arr, code = float32_to_bf16_bits(arr), "BF16"
         else:
             if arr.dtype not in NUMPY_TO_CODE:

@@ -3,7 +3,6 @@ import argparse
 import io
 import json
 import math
-import os
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -20,15 +19,13 @@ from minislm.hardware.devices import Device, Fact
 from minislm.hardware.workload import (Op, WeightFormat, matrix_bytes, step_ops,
                                        stored_weight_bytes)
 
-DATA = Path(os.environ.get("MINISLM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from conftest import data_file
+
 MiB = 2 ** 20
 
 
 def shared_config(name):
-    path = DATA / "configs" / f"{name}.config.json"
-    if not path.exists():
-        pytest.skip(f"shared config {path} not found (set MINISLM_DATA)")
-    return Config.from_file(path)
+    return Config.from_file(data_file(f"configs/{name}.config.json"))
 
 
 def tiny_llama(**kw):
@@ -263,9 +260,7 @@ def run_cli(argv):
 
 
 def test_cli_json_has_the_totals_and_layer_rows():
-    path = DATA / "configs" / "llama-3.2-1b.config.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = data_file("configs/llama-3.2-1b.config.json")
     for device in ("siracusa", "jetson-nano"):
         code, text = run_cli(["cost", "--config", str(path), "--device", device, "--context",
                               "128", "--weight-bits", "4", "--sparsity", "0.5", "--json"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,15 +24,7 @@ from minislm.config import Config
 from minislm.errors import ConfigError, InputError
 from minislm.model import Model, families
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
-
-
-def data_file(relative: str) -> Path:
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} not present (shared data is never committed; set MINISLM_DATA)")
-    return path
+from conftest import REPO, data_file
 
 
 def train_tokenizer(texts, vocab_size: int = 300):

@@ -14,6 +14,11 @@ def add_arguments(p):
                    "default weights/tiny-gpt2)")
     p.add_argument("--out", required=True, help="output folder (stages, report.md)")
     p.add_argument("--resume", action="store_true", help="skip stages already finished in --out")
+    add_run_options(p)
+
+
+def add_run_options(p):
+    """Options every pipeline-running command shares (compress, sweep)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, help="BLAS threads (default: 1 for models under "
                    "20 M parameters, whose matrices are too small to share; else the BLAS "

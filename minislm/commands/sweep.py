@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from .compress import add_run_options
+
 NAME = "sweep"
 HELP = "run a grid of compression pipelines and write one table (LLaMA thesis Table A.1/A.2)"
 
@@ -12,12 +14,7 @@ def add_arguments(p):
                    "(see configs/sweep_tiny.toml)")
     p.add_argument("--model", help="HF checkpoint folder (overrides the config's model)")
     p.add_argument("--out", required=True, help="output folder (cache/, report.md)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, help="BLAS threads (default: 1 for models under "
-                   "20 M parameters, whose matrices are too small to share; else the BLAS "
-                   "default)")
-    p.add_argument("--runs", help="experiment log (default runs/runs.jsonl or $MINISLM_RUNS)")
-    p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
+    add_run_options(p)
 
 
 def run(args) -> int:

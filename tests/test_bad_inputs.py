@@ -6,9 +6,6 @@ names the file or field — never a bare IndexError/KeyError/struct.error/
 UnicodeDecodeError/ValueError/TypeError, never a hang. Every input fed is
 counted; the count is printed at the end of the module (and asserted ≥ 200 by
 `test_malformed_input_count` when the whole module runs).
-
-Known bugs in modules owned by other engineers are `xfail(strict=True)` cases
-with the reason; they are not counted.
 """
 from __future__ import annotations
 
@@ -1145,7 +1142,7 @@ def test_cli_options_and_data_files(more_paths, capsys, monkeypatch, base, case)
     COUNT["command line"] += 1
 
 
-OWNER_CLI_BUGS = {  # a bare exception escapes the command; owner in the case id
+EDGE_CLI_CASES = {  # once bare exceptions (ZeroDivisionError, json's ValueError/RecursionError)
     "train: seq-len 0 (commands/train.py)": ["train", "--init", "gpt2", "--data", "{text}",
                                              "--seq-len", "0", "--out", "{base}/tx1"],
 }
@@ -1154,26 +1151,18 @@ for _task, _owner in (("qa", "evaluate/qa.py"), ("toolcall", "evaluate/toolcall.
     for _file in ("bigintjsonl", "deepjsonl"):
         if _task == "mc" and _file == "deepjsonl":
             continue                       # read as HellaSwag text: refused correctly
-        OWNER_CLI_BUGS[f"eval {_task}: {_file} ({_owner})"] = [
+        EDGE_CLI_CASES[f"eval {_task}: {_file} ({_owner})"] = [
             "eval", "--model", "{gpt2}", "--task", _task, "--data", "{%s}" % _file, "--no-log"]
 for _file in ("bigintjsonl", "deepjsonl"):
-    OWNER_CLI_BUGS[f"finetune: {_file} (adapt/finetune.py)"] = [
+    EDGE_CLI_CASES[f"finetune: {_file} (adapt/finetune.py)"] = [
         "finetune", "--model", "{gpt2}", "--data", "{%s}" % _file, "--steps", "1", "--out",
         "{base}/fx-" + _file]
 
 
-FIXED_CLI_BUGS = [c for c in OWNER_CLI_BUGS if c.startswith("eval ")]  # fixed by their owner
-
-
-@pytest.mark.parametrize("case", [c if c in FIXED_CLI_BUGS else pytest.param(
-    c, marks=pytest.mark.xfail(
-        strict=True, raises=(ZeroDivisionError, ValueError, RecursionError),
-        reason="a bare ZeroDivisionError, or ValueError/RecursionError from json.loads on a "
-               "5000-digit integer / 50000-deep nesting (only JSONDecodeError is caught); "
-               "owner in the case id")) for c in OWNER_CLI_BUGS])
-def test_cli_known_bugs_in_other_modules(more_paths, capsys, monkeypatch, base, case):
+@pytest.mark.parametrize("case", list(EDGE_CLI_CASES))
+def test_cli_edge_values(more_paths, capsys, monkeypatch, base, case):
     monkeypatch.setenv("MINISLM_RUNS", str(base / "runs.jsonl"))
-    rc, out, err = run_cli([a.format(**more_paths) for a in OWNER_CLI_BUGS[case]], capsys)
+    rc, out, err = run_cli([a.format(**more_paths) for a in EDGE_CLI_CASES[case]], capsys)
     assert rc == 2 and err.strip().splitlines()[-1].startswith("minislm: error: ")
     COUNT["command line"] += 1
 
@@ -1204,29 +1193,28 @@ def _corrupt_state(out, change_tensors=None, change_meta=None, raw=None):
 
 
 STATE_CASES = {
-    "truncated": (dict(raw=lambda b: b[: len(b) // 2]), True),
-    "tensor missing": (dict(change_tensors=lambda t: t.pop(next(k for k in sorted(t)
-                                                                if k.startswith("param/")))),
-                       True),
-    "no step": (dict(change_meta=lambda m: m.pop("step")), False),
-    "step not a number": (dict(change_meta=lambda m: m.__setitem__("step", "x")), False),
-    "history not JSON": (dict(change_meta=lambda m: m.__setitem__("history", "{")), False),
-    "no history": (dict(change_meta=lambda m: m.pop("history")), False),
-    "moment of an unknown weight": (dict(change_tensors=lambda t: t.__setitem__(
-        "adam_m/nope", np.ones(2, np.float32))), False),
+    "truncated": dict(raw=lambda b: b[: len(b) // 2]),
+    "tensor missing": dict(change_tensors=lambda t: t.pop(next(k for k in sorted(t)
+                                                               if k.startswith("param/")))),
+    "no step": dict(change_meta=lambda m: m.pop("step")),
+    "step not a number": dict(change_meta=lambda m: m.__setitem__("step", "x")),
+    "history not JSON": dict(change_meta=lambda m: m.__setitem__("history", "{")),
+    "no history": dict(change_meta=lambda m: m.pop("history")),
+    "history without elapsed time": dict(change_meta=lambda m: m.__setitem__("history",
+                                                                             '[{"step": 1}]')),
+    "moment of an unknown weight": dict(change_tensors=lambda t: t.__setitem__(
+        "adam_m/nope", np.ones(2, np.float32))),
+    "moment of another shape": dict(change_tensors=lambda t: t.__setitem__(
+        next(k for k in sorted(t) if k.startswith("adam_v/")), np.ones(3, np.float32))),
 }
 
 
-@pytest.mark.parametrize("case", [c if ok else pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, raises=(KeyError, ValueError, TypeError),
-    reason="train/trainer.py _load_checkpoint indexes the state's metadata and moments "
-           "without checking them (owner: training engineer)"))
-    for c, (_, ok) in STATE_CASES.items()])
+@pytest.mark.parametrize("case", list(STATE_CASES))
 def test_corrupted_trainer_state_on_resume(trained_run, base, capsys, case):
     argv, out = trained_run
     folder = fresh(base)
     shutil.copytree(out, folder, dirs_exist_ok=True)
-    _corrupt_state(folder, **STATE_CASES[case][0])
+    _corrupt_state(folder, **STATE_CASES[case])
     argv = argv[:-1] + [str(folder), "--resume"]
     rc, _, err = run_cli(argv, capsys)
     assert rc == 2 and "trainer_state.safetensors" in err, err
@@ -1240,20 +1228,18 @@ def adapter_dir(gpt2, base):
 
 
 ADAPTER_CASES = {
-    "config missing": (lambda d: (d / "adapter_config.json").unlink(), True),
-    "weights missing": (lambda d: (d / "adapter_model.safetensors").unlink(), True),
-    "config not JSON": (lambda d: (d / "adapter_config.json").write_text("{"), True),
-    "not LoRA": (lambda d: _edit_json(d / "adapter_config.json", peft_type="IA3"), True),
-    "rank a string": (lambda d: _edit_json(d / "adapter_config.json", r="2"), True),
-    "rank disagrees with tensors": (lambda d: _edit_json(d / "adapter_config.json", r=3), True),
-    "DoRA": (lambda d: _edit_json(d / "adapter_config.json", use_dora=True), True),
-    "weights truncated": (lambda d: (d / "adapter_model.safetensors").write_bytes(
-        (d / "adapter_model.safetensors").read_bytes()[:100]), True),
-    "config binary": (lambda d: (d / "adapter_config.json").write_bytes(b"\xff\xfe\x00"),
-                      True),
-    "config a list": (lambda d: (d / "adapter_config.json").write_text("[1]"), True),
-    "dropout a string": (lambda d: _edit_json(d / "adapter_config.json", lora_dropout="x"),
-                         True),
+    "config missing": lambda d: (d / "adapter_config.json").unlink(),
+    "weights missing": lambda d: (d / "adapter_model.safetensors").unlink(),
+    "config not JSON": lambda d: (d / "adapter_config.json").write_text("{"),
+    "not LoRA": lambda d: _edit_json(d / "adapter_config.json", peft_type="IA3"),
+    "rank a string": lambda d: _edit_json(d / "adapter_config.json", r="2"),
+    "rank disagrees with tensors": lambda d: _edit_json(d / "adapter_config.json", r=3),
+    "DoRA": lambda d: _edit_json(d / "adapter_config.json", use_dora=True),
+    "weights truncated": lambda d: (d / "adapter_model.safetensors").write_bytes(
+        (d / "adapter_model.safetensors").read_bytes()[:100]),
+    "config binary": lambda d: (d / "adapter_config.json").write_bytes(b"\xff\xfe\x00"),
+    "config a list": lambda d: (d / "adapter_config.json").write_text("[1]"),
+    "dropout a string": lambda d: _edit_json(d / "adapter_config.json", lora_dropout="x"),
 }
 
 
@@ -1263,16 +1249,12 @@ def _edit_json(path, **changes):
     path.write_text(json.dumps(d))
 
 
-@pytest.mark.parametrize("case", [c if ok else pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, raises=(UnicodeDecodeError, AttributeError, ValueError),
-    reason="adapt/lora.py load_adapter reads adapter_config.json without checking its "
-           "encoding/type/fields (owner: adapt engineer)"))
-    for c, (_, ok) in ADAPTER_CASES.items()])
+@pytest.mark.parametrize("case", list(ADAPTER_CASES))
 def test_broken_lora_adapters(gpt2, adapter_dir, base, case):
     from minislm.adapt import lora
     folder = fresh(base)
     shutil.copytree(adapter_dir, folder, dirs_exist_ok=True)
-    ADAPTER_CASES[case][0](folder)
+    ADAPTER_CASES[case](folder)
     refused("LoRA adapter", lambda: lora.load_adapter(gpt2, folder), CheckpointError,
             [folder])
 

@@ -25,7 +25,6 @@ tool call), "requirements" (each sentence whole), or a file — JSONL rows with
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -90,22 +89,12 @@ def load_examples(tokenizer, data: str, max_len: int, split: str = "train", seed
             raise InputError(f"--data {data!r}: expected 'toolcall', 'requirements' or an "
                              "existing JSONL / text file")
         if path.suffix == ".jsonl":
-            try:
-                lines = path.read_bytes().decode("utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}: not UTF-8 text ({e})") from None
+            from ..evaluate.files import read_jsonl
             pairs = []
-            for lineno, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if isinstance(row, dict) and isinstance(row.get("text"), str):
+            for lineno, row in read_jsonl(path, "fine-tuning JSONL file"):
+                if isinstance(row.get("text"), str):
                     pairs.append(("", row["text"]))
-                elif isinstance(row, dict) and isinstance(row.get("prompt"), str) \
-                        and isinstance(row.get("response"), str):
+                elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
                     from ..data.tasks import render_prompt
                     pairs.append((render_prompt(row["prompt"]), " " + row["response"]))
                 else:

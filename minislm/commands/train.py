@@ -151,6 +151,14 @@ def run(args) -> int:
 
     out = Path(args.out)
     started = time.perf_counter()
+    options = TrainOptions(
+        steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+        grad_accum=args.grad_accum, lr=args.lr,
+        min_lr=args.lr / 10 if args.min_lr is None else args.min_lr, warmup=args.warmup,
+        schedule=args.schedule, weight_decay=args.weight_decay,
+        clip=args.clip if args.clip > 0 else None, seed=args.seed,
+        eval_every=args.eval_every, save_every=args.save_every)
+    options.validate()                 # bad numbers refused before any data is read
     splits = load_splits(args.data)
     if args.resume:
         model = minislm.load(out).replace(path=None)   # parameters come from the trainer state
@@ -167,13 +175,6 @@ def run(args) -> int:
     train_stream = token_stream(model.tokenizer, splits["train"])
     val_stream = token_stream(model.tokenizer, splits["validation"])
     windows = eval_windows(val_stream, args.seq_len, args.eval_tokens)
-    options = TrainOptions(
-        steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-        grad_accum=args.grad_accum, lr=args.lr,
-        min_lr=args.lr / 10 if args.min_lr is None else args.min_lr, warmup=args.warmup,
-        schedule=args.schedule, weight_decay=args.weight_decay,
-        clip=args.clip if args.clip > 0 else None, seed=args.seed,
-        eval_every=args.eval_every, save_every=args.save_every)
     print(f"{model.config.family}: {model.num_params():,} parameters, "
           f"{train_stream.size:,} training tokens, {windows.size:,} validation tokens")
     before = greedy_sample(model, args.sample_prompt) if args.sample_prompt else None

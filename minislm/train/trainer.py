@@ -107,12 +107,29 @@ def _load_checkpoint(out: Path, params: dict):
             raise CheckpointError(f"{path}: tensor '{key}' missing or of another shape than the "
                                   f"model's {value.shape}; was it written for another model?")
         loaded[name] = np.array(tensors[key], dtype=value.dtype)
-    state = AdamWState(step=int(meta["step"]))
+    step = meta.get("step")
+    if not (isinstance(step, str) and step.isdigit()):
+        raise CheckpointError(f"{path}: metadata 'step' is {step!r}, expected a step count; "
+                              "the trainer state is damaged")
+    try:
+        history = json.loads(meta.get("history", ""))
+    except (ValueError, RecursionError):
+        history = None
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)
+            and (not history or isinstance(history[-1].get("elapsed"), (int, float)))):
+        raise CheckpointError(f"{path}: metadata 'history' is missing or not a JSON list of "
+                              "records; the trainer state is damaged")
+    state = AdamWState(step=int(step))
     for key, value in tensors.items():
         kind, _, name = key.partition("/")
-        if kind in ("adam_m", "adam_v"):
-            getattr(state, kind[-1])[name] = np.array(value, dtype=params[name].dtype)
-    return loaded, state, json.loads(meta["history"])
+        if kind not in ("adam_m", "adam_v"):
+            continue
+        if name not in params or value.shape != params[name].shape:
+            raise CheckpointError(f"{path}: optimizer moment '{key}' has no weight of that "
+                                  "name and shape in the model; was it written for another "
+                                  "model?")
+        getattr(state, kind[-1])[name] = np.array(value, dtype=params[name].dtype)
+    return loaded, state, history
 
 
 def train(model, train_stream: np.ndarray, options: TrainOptions = TrainOptions(),

@@ -1,6 +1,7 @@
 """Fine-tuning, special tool tokens and the finetune/distill commands, end to end on tiny models."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -205,19 +206,43 @@ def test_lora_with_tool_tokens_saves_modules_to_save_that_peft_loads(folders, tm
     np.testing.assert_allclose(hf_logits(pm, ids), minislm.forward(ours, ids), atol=1e-5)
 
 
-def test_qlora_command_over_a_quantized_checkpoint(folders, tmp_path, capsys):
-    """LoRA over a 4-bit RTN checkpoint: every quantized linear must be a target (a bare
-    quantized tensor has no backward); the adapter then trains and saves."""
+def test_qlora_gradients_equal_lora_over_the_dequantized_weights(folders):
+    """Gradients pass through the frozen quantized linears (QuantizedTensor.linear_backward),
+    so the adapter gradients over a 4-bit model equal those over its dequantized copy."""
+    from minislm.quant.model_quant import quantize_model
+    from minislm.quant.qlinear import QuantizedTensor
+    from minislm.train.backward import loss_and_grads
+    quantized, _ = quantize_model(minislm.load(folders["llama"]), "rtn", bits=4, group_size=16,
+                                  progress=False)
+    dense = quantized.replace(params={k: v.dequantize() if isinstance(v, QuantizedTensor) else v
+                                      for k, v in quantized.params.items()})
+    ids = np.random.default_rng(0).integers(0, quantized.config.vocab_size, (2, 12))
+    results = []
+    for model in (quantized, dense):
+        adapted = lora.add_lora(model, rank=2, targets=["q_proj", "v_proj"], seed=3)
+        adapted = adapted.replace(params={**adapted.params, **{
+            name: dataclasses.replace(w, B=np.full_like(w.B, 0.05))     # B ≠ 0, so dA ≠ 0
+            for name, w in lora.lora_weights(adapted).items()}})
+        results.append(loss_and_grads(adapted, ids, ids, trainable=set()))   # adapters only
+    (loss_q, g_q), (loss_d, g_d) = results
+    flat_q, flat_d = ft.flat_grads(g_q), ft.flat_grads(g_d)
+    assert sorted(flat_q) == sorted(flat_d) and len(flat_q) == 2 * 2 * quantized.config.n_layer
+    assert abs(loss_q - loss_d) < 1e-5
+    for k in flat_q:
+        assert flat_q[k].dtype == np.float32 and np.abs(flat_q[k]).max() > 0
+        np.testing.assert_allclose(flat_q[k], flat_d[k], rtol=1e-4, atol=1e-6)
+
+
+def test_qlora_command_over_a_quantized_checkpoint(folders, tmp_path):
+    """LoRA over a 4-bit RTN checkpoint with the default targets (the other quantized
+    linears stay frozen): the adapter trains, saves and loads back onto the checkpoint."""
     from minislm.quant.model_quant import quantize_model
     quantized, _ = quantize_model(minislm.load(folders["llama"]), "rtn", bits=4, group_size=16,
                                   progress=False)
     src = minislm.save(quantized, tmp_path / "q4")
-    common = ["finetune", "--model", str(src), "--data", "toolcall", "--steps", "2",
-              "--lora-rank", "2", "--batch-size", "4"]
-    assert main(common + ["--out", str(tmp_path / "partial")]) == 2
-    assert "QLoRA" in capsys.readouterr().err
-    every = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    assert main(common + ["--targets", every, "--out", str(tmp_path / "adapter")]) == 0
+    assert main(["finetune", "--model", str(src), "--data", "toolcall", "--steps", "2",
+                 "--lora-rank", "2", "--batch-size", "4", "--out", str(tmp_path / "adapter")]) == 0
     tuned = lora.load_adapter(minislm.load(src), tmp_path / "adapter")
-    assert len(lora.lora_weights(tuned)) == 7 * 2
+    assert len(lora.lora_weights(tuned)) == 2 * quantized.config.n_layer
+    assert any(np.abs(w.B).max() > 0 for w in lora.lora_weights(tuned).values())
     assert np.isfinite(minislm.forward(tuned, np.array([[3, 4, 5]]))).all()

@@ -187,10 +187,8 @@ def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int |
              and not hasattr(w, "linear_backward")]
     if stuck:
         raise ConfigError(f"{len(stuck)} weights (e.g. '{stuck[0]}') are compressed tensors "
-                          "without a backward, so no gradient can pass through them; over a "
-                          "quantized model (QLoRA) make every quantized linear a LoRA target "
-                          "(e.g. --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,"
-                          "down_proj or c_attn,c_proj,c_fc)")
+                          "without a backward (linear_backward), so no gradient can pass "
+                          "through them; dequantize them or wrap them in LoRA")
     tensors = trainable_tensors(model, also_train)
     state = AdamWState()
     warmup = max(1, steps // 10) if warmup is None else warmup

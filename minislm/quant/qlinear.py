@@ -155,6 +155,27 @@ class QuantizedTensor:
             y += (x2 @ self.eora_A.T) @ self.eora_B.T                        # low-rank EoRA term
         return y.reshape(*lead, self.n_out)
 
+    def linear_backward(self, x: np.ndarray, dy: np.ndarray):
+        """(∂L/∂x, {}) for y = (x / s) Ŵᵀ + x Aᵀ Bᵀ, with dy = ∂L/∂y [..., out].
+
+            ∂L/∂x = (dy Ŵ) / s + dy B A
+
+        Ŵ is dequantized `block_rows` rows at a time, as in `linear`. The codes,
+        scales and the EoRA term are frozen: no gradient is returned for them (the
+        empty dict), so QLoRA can leave some quantized linears without an adapter.
+        """
+        dy2 = dy.reshape(-1, self.n_out)                                     # [N, out]
+        dx = np.zeros((dy2.shape[0], self.n_in), dtype=np.result_type(dy.dtype, np.float32))
+        block_rows = max(1, BLOCK_FLOATS // self.n_in)
+        for r0 in range(0, self.n_out, block_rows):
+            r1 = min(r0 + block_rows, self.n_out)
+            dx += dy2[:, r0:r1] @ self.dequantize_rows(r0, r1)               # [N, in]
+        if self.input_scale is not None:
+            dx /= self.input_scale
+        if self.eora_A is not None:
+            dx += (dy2 @ self.eora_B) @ self.eora_A
+        return dx.reshape(*dy.shape[:-1], self.n_in), {}
+
     # ----------------------------------------------------------------- storage
     def state_dict(self, name: str) -> dict[str, np.ndarray]:
         """Tensors to write for the weight `name` (`<m>.weight` -> `<m>.qweight`, ...)."""

@@ -13,6 +13,8 @@ from minislm.quant.pack import packed_row_bytes
 from minislm.quant.qlinear import QuantizedTensor
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
 
+from conftest import REPO
+
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 1000), bits=st.sampled_from([2, 3, 4, 8]),
@@ -177,6 +179,36 @@ def test_int8_kv_cache_is_close_and_smaller(family, tiny):
     np.testing.assert_allclose(step, step_ref, atol=0.02 * np.abs(step_ref).max())
     D = model.config.head_dim
     assert int8_cache.nbytes == float_cache.nbytes * (D + 4) // (4 * D)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_generate_with_an_int8_kv_cache(family, tiny, capsys):
+    """generate(cache=Int8KVCache()) equals the decode loop run by hand on the same cache
+    type, keeps a smaller cache than float32, and `minislm generate --kv-cache int8` runs."""
+    from minislm.cli import main
+    from minislm.errors import InputError
+    from minislm.model.cache import KVCache
+    from minislm.quant.kv_cache import Int8KVCache
+    model = tiny[family]
+    prompt = _calib(model, n=2, T=6)
+    cache = Int8KVCache()
+    out = minislm.generate(model, prompt, 8, stop_tokens=(), cache=cache)
+    by_hand, manual = [prompt], Int8KVCache()
+    z = minislm.forward(model, prompt, cache=manual)[:, -1]
+    for _ in range(8):
+        by_hand.append(z.argmax(-1)[:, None])
+        z = minislm.forward(model, by_hand[-1], cache=manual)[:, -1]
+    np.testing.assert_array_equal(out, np.concatenate(by_hand, axis=1))
+    float_cache = KVCache()
+    minislm.generate(model, prompt, 8, stop_tokens=(), cache=float_cache)
+    assert cache.length == float_cache.length == 6 + 7      # the last token is not fed back
+    assert cache.nbytes < float_cache.nbytes
+    with pytest.raises(InputError, match="empty KV cache"):
+        minislm.generate(model, prompt, 2, cache=cache)      # already filled
+    folder = REPO / "weights" / f"tiny-{family}"                # shipped, with a tokenizer
+    assert main(["generate", "--model", str(folder), "--prompt", "hello", "--max-new-tokens",
+                 "3", "--kv-cache", "int8"]) == 0
+    assert capsys.readouterr().out.startswith("hello")
 
 
 @pytest.mark.parametrize("bits,group_size,sym", [(8, PER_TENSOR, True), (3, 20, False),

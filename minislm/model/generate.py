@@ -36,13 +36,15 @@ def next_token(z, rng, temperature=0.0, top_k=None, top_p=None):
 
 
 def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_tokens=None, on_token=None, layers=None):
+             seed=None, stop_tokens=None, on_token=None, layers=None, cache=None):
     """Continue input_ids [B, T] by up to max_new_tokens; returns [B, T + n] (prompt included).
 
     stop_tokens: ids that end a row (default: the config's eos_token_id, as
     transformers does; pass () to never stop early). Finished rows are padded
     with their stop token while other rows go on; generation ends when all rows
     have stopped. on_token(step, tokens[B]) is called after every step (streaming).
+    cache: an empty KV cache to fill (default: a float32 `KVCache` sized for the run);
+    e.g. `minislm.quant.kv_cache.Int8KVCache()` stores keys and values in INT8.
     """
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -64,8 +66,12 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
     one_d = np.ndim(input_ids) == 1
     stop = set(model.config.eos_ids if stop_tokens is None else stop_tokens)
     rng = np.random.default_rng(seed)
-    # never reserve more than the model can attend over (forward raises past max_position)
-    cache = KVCache(capacity=min(ids.shape[1] + max_new_tokens, model.config.max_position))
+    if cache is None:
+        # never reserve more than the model can attend over (forward raises past max_position)
+        cache = KVCache(capacity=min(ids.shape[1] + max_new_tokens, model.config.max_position))
+    elif getattr(cache, "length", None) != 0 or not hasattr(cache, "update"):
+        raise InputError(f"cache must be an empty KV cache object (length 0, with update()), "
+                         f"found {type(cache).__name__} of length {getattr(cache, 'length', '?')}")
     done = np.zeros(ids.shape[0], dtype=bool)
     out = [ids]
     z = forward(model, ids, cache, layers=layers)[:, -1]                       # [B, V]

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import resources
 from .errors import InputError, NumericalError, ResourceError, TokenizerError
 from .model import families
 from .model.forward import check_ids, forward, gpt2_block, llama_block
@@ -197,6 +198,8 @@ def sequential(model, token_batches, transform, stats=("sq_norm",), batch_size: 
     """
     stats = _check_stats(stats)
     batches = [check_ids(model, b) for b in _as_batches(token_batches, batch_size)]
+    resources.check_calibration(model, sum(len(b) for b in batches),      # before any work
+                                max(b.shape[1] for b in batches))
     C = model.config.d_model
     stream_bytes = sum(b.size for b in batches) * C * np.dtype(model.dtype).itemsize
     xs, ropes = zip(*(embed(model, ids) for ids in batches))

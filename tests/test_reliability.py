@@ -440,6 +440,17 @@ def test_calibration_preflight(gpt2_dir, monkeypatch):
     with pytest.raises(ConfigError):
         monkeypatch.setenv("MINISLM_MEMORY_LIMIT", "plenty")
         resources.check_calibration(model, 1, 8)
+    # the layer-by-layer calibration (GPTQ, WANDA, SparseGPT, AWQ) runs the preflight first
+    from minislm.calibration import sequential
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need - 1))
+    calls = []
+    ids = np.zeros((8, 32), dtype=np.int64)
+    with pytest.raises(ResourceError, match="calibrating on 8 windows of 32 tokens"):
+        sequential(model, ids, lambda m, i, stats: calls.append(i) or m)
+    assert calls == []
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need))
+    assert sequential(model, ids, lambda m, i, stats: calls.append(i) or m) is model
+    assert calls == list(range(model.config.n_layer))
 
 
 # =========================================================== numerical hazards

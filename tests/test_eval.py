@@ -395,3 +395,16 @@ def test_blas_threads_sets_and_restores():
     assert get() == before
     small = Model(config=None, params={"w": np.zeros((10, 10), np.float32)})
     assert auto_threads(small) == 1
+
+
+def test_report_plots_are_written_whole(tmp_path):
+    """plot() renders in memory and writes each PNG atomically (no temp file left behind)."""
+    pytest.importorskip("matplotlib")
+    from minislm.evaluate.report import plot
+    rows = [{"label": f"m{i}", "metrics": {"bytes": 2 ** 20 * (i + 1),
+                                           "perplexity": 100.0 / (i + 1)}} for i in range(3)]
+    written = plot(rows, tmp_path)
+    assert [p.name for p in written] == ["perplexity_vs_size.png", "stages.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    for p in written:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -121,9 +121,7 @@ def write_plot(history, path: Path, title: str) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot written", file=sys.stderr)
         return False
-    import io
-
-    from minislm.checkpoint import atomic_write_bytes
+    from minislm.evaluate.report import save_figure
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=0.7, label="train")
     val = [h for h in history if "val_loss" in h]
@@ -135,10 +133,7 @@ def write_plot(history, path: Path, title: str) -> bool:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=110)
     return True
 
 

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
+from ..checkpoint import atomic_write_bytes, atomic_write_text
 
 # (metric key, column title, format)
 COLUMNS = (
@@ -34,6 +34,17 @@ COLUMNS = (
     ("decode_tok_s", "Decode tok/s", lambda v: f"{v:.0f}"),
     ("verdict", "Cost model", str),
 )
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Render a matplotlib figure to PNG in memory, write it atomically, close it."""
+    import io
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def _cell(metrics: dict, key: str, fmt) -> str:
@@ -96,10 +107,7 @@ def plot(rows: list[dict], out: Path, label_key: str = "label") -> list[Path]:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    path = out / "perplexity_vs_size.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(save_figure(fig, out / "perplexity_vs_size.png"))
     if len(rows) <= 20:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         labels = [str(r[label_key]) for r in rows]
@@ -110,10 +118,7 @@ def plot(rows: list[dict], out: Path, label_key: str = "label") -> list[Path]:
         for ax in axes:
             ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         fig.tight_layout()
-        path = out / "stages.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / "stages.png"))
     return written
 
 

@@ -35,8 +35,10 @@ def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode=
              template=None, max_new_tokens=None, progress=True, threads="1,2") -> dict:
     """The metrics of one task (shared by `minislm eval` and the pipeline)."""
     from ..errors import ConfigError
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be a positive number, found {limit}")
+    for name, value in (("limit", limit), ("seqlen", seqlen), ("stride", stride),
+                        ("max_new_tokens", max_new_tokens)):
+        if value is not None and value < 1:       # 0 must not silently mean "the default"
+            raise ConfigError(f"{name} must be a positive number, found {value}")
     if task == "ppl":
         from ..data.corpus import load_text_corpus
         from ..evaluate.perplexity import default_text, perplexity

@@ -80,8 +80,8 @@ def perplexity_of_ids(model, ids, seqlen: int | None = None, stride: int | None 
                       batch_size: int | None = None, progress: bool = True) -> Perplexity:
     """Perplexity of one token sequence ids [N] under the fixed-length protocol."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    T = int(seqlen or min(512, model.config.max_position))
-    S = int(stride or T)
+    T = int(min(512, model.config.max_position) if seqlen is None else seqlen)
+    S = int(T if stride is None else stride)
     if T > model.config.max_position:
         raise ConfigError(f"seqlen {T} exceeds the model's max_position "
                           f"({model.config.max_position})")

@@ -87,3 +87,19 @@ def test_prune_command_errors(setup, tmp_path, capsys, extra, message):
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_depth_refuses_an_impossible_removal_before_scoring(setup, tmp_path, capsys,
+                                                            monkeypatch):
+    """--remove-layers beyond what the model allows is refused before any calibration."""
+    from minislm.prune import depth
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("block importances were computed for an impossible removal")
+    monkeypatch.setattr(depth, "importance", no_scoring)
+    n_layer = minislm.load(setup["llama"]).config.n_layer
+    args = ["prune", "--model", str(setup["llama"]), "--out", str(tmp_path / "o"), "--calib",
+            str(setup["calib"]), "--method", "depth", "--importance", "ppl",
+            "--remove-layers", str(n_layer)]
+    assert main(args) == 2
+    assert "can remove 1" in capsys.readouterr().err

@@ -88,10 +88,10 @@ def run(args) -> int:
             if args.importance == "middle":
                 drop = depth.symmetric_middle(cfg.n_layer, k)
             else:
+                first, last = depth.protection(cfg.n_layer, k, args.protect_first,
+                                               args.protect_last)     # refuse before scoring
                 ids = None if args.importance == "magnitude" else calib()
                 scores = depth.importance(model, args.importance, ids, progress=True)
-                first, last = depth.protection(cfg.n_layer, k, args.protect_first,
-                                               args.protect_last)
                 drop = depth.choose_blocks(scores, k, first, last)
                 print(f"{args.importance} importance per block: "
                       + " ".join(f"{i}:{v:.4g}" for i, v in enumerate(scores)))

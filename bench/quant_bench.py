@@ -155,24 +155,46 @@ def part_int8(args):
         print(f"| {n} | {t_f * 1e3:.2f} | {t_i * 1e3:.2f} | {t_i / t_f:.1f}x | {err:.2e} |")
 
 
+def window_nll(model, windows) -> np.ndarray:
+    """Σ −log p of each window's targets: windows [N, T] -> [N] float64."""
+    from minislm.evaluate.perplexity import token_nll
+    return np.array([float(token_nll(minislm.forward(model, w[None, :-1]), w[None, 1:])
+                           .sum(dtype=np.float64)) for w in windows])
+
+
+def paired_ratio_ci(nll_a, nll_b, tokens_per_window, n_boot=2000, seed=0):
+    """95 % bootstrap interval of ppl(a) / ppl(b), resampling the same windows for both."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(nll_a), (n_boot, len(nll_a)))
+    ratios = np.exp((nll_a[idx] - nll_b[idx]).sum(1) / (idx.shape[1] * tokens_per_window))
+    return np.percentile(ratios, [2.5, 97.5])
+
+
 def part_ppl(model, args):
-    from minislm.evaluate.perplexity import default_text, perplexity
-    text = default_text("test")
-    ids = calib_ids(model, args.n_samples, args.seqlen)
-    base = perplexity(model, text, limit=args.ppl_tokens, progress=False).perplexity
-    print(f"\n### held-out perplexity ({args.ppl_tokens} tokens of the corpus test split), "
-          f"float {base:.3f}\n")
-    print("| bits | group | RTN ppl | GPTQ ppl | GPTQ+EoRA r16 ppl | layers GPTQ ≤ RTN |")
-    print("|---|---|---|---|---|---|")
+    from minislm.evaluate.perplexity import default_text
+    from minislm.tokenizer import encode
+    T = min(args.seqlen, model.config.max_position)
+    ids = np.asarray(encode(model.tokenizer, default_text("test"))[:args.ppl_tokens])
+    windows = ids[:len(ids) // T * T].reshape(-1, T)            # non-overlapping, T tokens
+    n = windows.shape[0] * (T - 1)
+    calib = calib_ids(model, args.n_samples, args.seqlen)
+    base = np.exp(window_nll(model, windows).sum() / n)
+    print(f"\n### held-out perplexity ({windows.shape[0]} windows of {T} tokens of the corpus "
+          f"test split), float {base:.3f}; calibration {args.n_samples} × {args.seqlen}\n")
+    print("| bits | group | RTN ppl | GPTQ ppl | GPTQ+EoRA r16 ppl | GPTQ/RTN (95 % CI) | "
+          "layers GPTQ ≤ RTN |")
+    print("|---|---|---|---|---|---|---|")
     for bits, g in ((4, 128), (4, -1), (3, 128), (3, -1)):
         rtn, _ = quantize_model(model, "rtn", bits, g, progress=False)
-        gptq, report = quantize_model(model, "gptq", bits, g, calib_ids=ids, progress=False)
-        eo, _ = quantize_model(model, "gptq", bits, g, calib_ids=ids, eora_rank=16,
+        gptq, report = quantize_model(model, "gptq", bits, g, calib_ids=calib, progress=False)
+        eo, _ = quantize_model(model, "gptq", bits, g, calib_ids=calib, eora_rank=16,
                                progress=False)
-        p = [perplexity(m, text, limit=args.ppl_tokens, progress=False).perplexity
-             for m in (rtn, gptq, eo)]
+        nll = [window_nll(m, windows) for m in (rtn, gptq, eo)]
+        p = [np.exp(x.sum() / n) for x in nll]
+        lo, hi = paired_ratio_ci(nll[1], nll[0], T - 1)
         wins = sum(e["error"] <= e["error_rtn"] for e in report)
-        print(f"| {bits} | {g} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {wins}/{len(report)} |")
+        print(f"| {bits} | {g} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {p[1] / p[0]:.4f} "
+              f"[{lo:.4f}, {hi:.4f}] | {wins}/{len(report)} |")
 
 
 def part_kv(model, args):

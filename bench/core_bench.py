@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
+from common import DATA, peak_rss_mb, scratch_dir  # bench/common.py
+
 CONFIGS = {"gpt2": "gpt2-124m.config.json", "llama": "llama-3.2-1b.config.json"}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_bandwidth(n_bytes=512 * 2 ** 20, repeats=5) -> float:
@@ -69,7 +62,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     config = json.loads((DATA / "configs" / CONFIGS[args.model]).read_text())
-    folder = Path(tempfile.mkdtemp(prefix="minislm-bench-"))
+    folder = scratch_dir("minislm-bench-")
     torch.manual_seed(0)
     hf_config = transformers.AutoConfig.for_model(**config)
     with torch.device("cpu"):

@@ -16,24 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
+from common import DATA, REPO, peak_rss_mb, scratch_dir  # bench/common.py
 sys.path.insert(0, str(REPO))
 
 import minislm  # noqa: E402
 from minislm.quant.model_quant import model_nbytes, quantize_model  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def random_gpt2(folder: Path) -> Path:
@@ -110,7 +103,7 @@ def part_llamacpp(model, args):
     from minislm.quant.gguf_export import export_gguf
     V = model.config.vocab_size
     prompt = np.random.default_rng(0).integers(0, V, args.prefill).tolist()
-    tmp = Path(tempfile.mkdtemp(prefix="minislm-gguf-"))
+    tmp = scratch_dir("minislm-gguf-")
     print(f"\n### llama.cpp (llama-cpp-python 0.3.36, {args.threads} threads) on our exported "
           f"GGUF\n")
     print("| type | file bytes | prefill tok/s | decode tok/s | max |Δlogit| vs minislm float |")
@@ -236,7 +229,7 @@ def main(argv=None):
     model = None
     if set(parts) - {"int8"}:
         folder = Path(args.model) if args.model else \
-            random_gpt2(Path(tempfile.mkdtemp(prefix="minislm-qbench-")))
+            random_gpt2(scratch_dir("minislm-qbench-"))
         model = minislm.load(folder)
         print(f"model: {args.model or 'random GPT-2-124M shape'}, "
               f"{model.num_params() / 1e6:.1f} M params; load average {os.getloadavg()[0]:.1f} "

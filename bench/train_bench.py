@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))
+from common import DATA, REPO  # bench/common.py
 
 
 def main(argv=None) -> int:

@@ -133,6 +133,51 @@ def test_kv_cache_decoding_equals_recomputation(tmp_path_factory, case, seed, sp
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-10)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([1, 2]), st.sampled_from([1, 2, 3]),
+       st.integers(1, 20), st.integers(0, 9), st.integers(1, 25))
+def test_blocked_attention_equals_the_masked_softmax(seed, K, G, T, q_start, block):
+    """Queries taken `block` at a time give every row the softmax over exactly the keys
+    0 … q_start + t (a direct loop over queries, float64)."""
+    from minislm.model.layers import attention
+    rng = np.random.default_rng(seed)
+    B, D, S = 2, 4, q_start + T
+    q = rng.standard_normal((B, K * G, T, D))
+    k, v = rng.standard_normal((2, B, K, S, D))
+    out = attention(q, k, v, q_start, block=block)
+    assert out.shape == q.shape and out.dtype == np.float64
+    for h in range(K * G):
+        for t in range(T):
+            keys = slice(0, q_start + t + 1)
+            z = np.einsum("bd,bsd->bs", q[:, h, t], k[:, h // G, keys]) / np.sqrt(D)
+            p = np.exp(z - z.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            np.testing.assert_allclose(out[:, h, t], np.einsum("bs,bsd->bd", p,
+                                                                v[:, h // G, keys]), atol=1e-12)
+    assert attention(q.astype(np.float32), k.astype(np.float32), v.astype(np.float32),
+                     q_start, block=block).dtype == np.float32
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_small_attention_blocks_match_transformers(tmp_path, family, monkeypatch):
+    """The whole model with 5-query attention blocks (several blocks per window, a
+    prefill then decoding with the cache) still equals transformers."""
+    from minislm.model import layers
+    monkeypatch.setattr(layers, "ATTENTION_BLOCK", 5)
+    kw = dict(n_layer=2, n_head=4, d_model=32, vocab_size=50, max_position=48)
+    if family == "llama":
+        kw.update(n_kv_head=2, d_ff=40, head_dim=8)
+    hf = build_hf_model(family, seed=1, **kw)
+    model = minislm.load(save_hf_model(hf, tmp_path))
+    ids = ids_for(kw, 1, B=2, T=23)
+    ref = hf_logits(hf, ids)
+    np.testing.assert_allclose(minislm.forward(model, ids), ref, atol=1e-4, rtol=0)
+    cache = minislm.KVCache()
+    parts = [minislm.forward(model, ids[:, :12], cache),
+             minislm.forward(model, ids[:, 12:], cache)]
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), ref, atol=1e-4, rtol=0)
+
+
 @SETTINGS
 @given(tiny_configs(), st.integers(0, 10_000), st.integers(1, 15))
 def test_causal_masking(tmp_path_factory, case, seed, t):

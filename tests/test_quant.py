@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minislm.errors import InputError, NumericalError
-from minislm.quant.pack import pack_bits, packed_nbytes, packed_row_bytes, unpack_bits
+from minislm.quant.pack import pack_bits, packed_nbytes, packed_row_bytes, unpack_bits, \
+    unpack_float
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, dequantize, group_bounds, quantize_rtn
 
 
@@ -90,6 +91,9 @@ def test_pack_roundtrip_and_exact_bytes(seed, bits, rows, n):
     assert packed.shape == (rows, (n * bits + 7) // 8) == (rows, packed_row_bytes(n, bits))
     assert packed.nbytes == packed_nbytes((rows, n), bits)
     np.testing.assert_array_equal(unpack_bits(packed, bits, n), q)
+    as_float = unpack_float(packed, bits, n)             # table lookup for 2, 4, 8 bits
+    assert as_float.dtype == np.float32 and as_float.flags.c_contiguous
+    np.testing.assert_array_equal(as_float, q)
 
 
 def test_two_nibbles_per_byte_layout():
@@ -106,6 +110,8 @@ def test_pack_rejects_codes_that_do_not_fit():
         pack_bits(np.array([[16]], np.uint8), 4)
     with pytest.raises(InputError):
         unpack_bits(np.zeros((1, 3), np.uint8), 4, 4)
+    with pytest.raises(InputError):
+        unpack_float(np.zeros((1, 3), np.uint8), 4, 4)
 
 
 def test_dequantize_accepts_ragged_last_group():

@@ -16,14 +16,17 @@ from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
 from conftest import REPO
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 1000), bits=st.sampled_from([2, 3, 4, 8]),
-       group_size=st.sampled_from([PER_TENSOR, PER_CHANNEL, 8, 12]), sym=st.booleans(),
-       orientation=st.sampled_from(["in_out", "out_in"]), extras=st.booleans())
+       group_size=st.sampled_from([PER_TENSOR, PER_CHANNEL, 5, 8, 12]), sym=st.booleans(),
+       orientation=st.sampled_from(["in_out", "out_in"]), extras=st.booleans(),
+       n_in=st.sampled_from([24, 25]), tokens=st.sampled_from([1, 6, 15]))
 def test_quantized_linear_equals_dequantized_matmul(seed, bits, group_size, sym, orientation,
-                                                    extras):
+                                                    extras, n_in, tokens):
+    """Both matmul paths (grid after the dot for ≤ 8 tokens, dequantize-then-multiply
+    for more), equal and ragged groups, rows whose codes do not fill the last byte."""
     rng = np.random.default_rng(seed)
-    out, n_in = 10, 24
+    out = 10
     W = rng.standard_normal((out, n_in)).astype(np.float32)
     qm = quantize_rtn(W, bits, group_size, sym)
     s = rng.uniform(0.5, 2, n_in).astype(np.float32) if extras else None
@@ -36,9 +39,9 @@ def test_quantized_linear_equals_dequantized_matmul(seed, bits, group_size, sym,
     W_eff = qm.dequantize() / (s if extras else 1) + (B @ A if extras else 0)
     np.testing.assert_allclose(W_ckpt.T if orientation == "in_out" else W_ckpt, W_eff,
                                rtol=1e-5, atol=1e-6)
-    x = rng.standard_normal((2, 3, n_in)).astype(np.float32)
+    x = rng.standard_normal((1, tokens, n_in)).astype(np.float32)
     y = qt.linear(x)
-    assert y.shape == (2, 3, out) and y.dtype == np.float32
+    assert y.shape == (1, tokens, out) and y.dtype == np.float32
     np.testing.assert_allclose(y, x @ W_eff.T, rtol=1e-4, atol=1e-4)
     # exact byte accounting
     n_groups = qm.scales.shape[1]
@@ -78,10 +81,11 @@ def test_block_dequantization_matches_one_shot(monkeypatch):
     rng = np.random.default_rng(0)
     W = rng.standard_normal((37, 64)).astype(np.float32)
     qt = QuantizedTensor.from_matrix(quantize_rtn(W, 4, 16), "out_in")
-    x = rng.standard_normal((5, 64)).astype(np.float32)
-    full = qt.linear(x)
+    xs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (5, 20)]   # both paths
+    full = [qt.linear(x) for x in xs]
     monkeypatch.setattr(qlinear, "BLOCK_FLOATS", 64 * 5)       # 5 rows per block
-    np.testing.assert_allclose(qt.linear(x), full, rtol=1e-5, atol=1e-5)
+    for x, y in zip(xs, full):
+        np.testing.assert_allclose(qt.linear(x), y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ stream is bit k % 8 of byte k // 8). A row therefore takes exactly
 
 For b = 4 this is "two 4-bit values per byte": code 2i in the low nibble and
 code 2i + 1 in the high nibble of byte i. For b dividing 8 (8, 4, 2) the shifts
-are done directly on bytes (the fast path, used during inference); other widths
-(3, 5, 6, 7 bits) go through NumPy's bit arrays. Both give the same stream.
+are done directly on bytes; other widths (3, 5, 6, 7 bits) go through NumPy's
+bit arrays. Both give the same stream. Inference unpacks with `unpack_float`,
+which for 4 and 2 bits looks each byte up in a 256-row table of float codes.
 """
 from __future__ import annotations
 
@@ -69,3 +70,37 @@ def unpack_bits(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
     stream = np.unpackbits(packed, axis=1, count=n * bits, bitorder="little")      # [rows, n·b]
     weights = (1 << np.arange(bits, dtype=np.uint8)).astype(np.uint8)               # [b]
     return (stream.reshape(rows, n, bits) * weights).sum(axis=2, dtype=np.uint8)
+
+
+def code_table(bits: int) -> np.ndarray:
+    """float32 [256, 8 // b]: the b-bit codes held in each possible byte, as floats.
+
+    Row v lists (v >> 0·b) & m, (v >> 1·b) & m, … (m = 2^b − 1), the order the codes
+    are packed in, so `table[packed]` unpacks a whole array in one lookup.
+    """
+    if 8 % bits:
+        raise InputError(f"code_table: {bits}-bit codes straddle bytes; use unpack_bits")
+    v = np.arange(256, dtype=np.uint8)[:, None]                                 # [256, 1]
+    shifts = (np.arange(8 // bits) * bits).astype(np.uint8)                     # [8 / b]
+    return ((v >> shifts) & np.uint8(2 ** bits - 1)).astype(np.float32)
+
+
+_CODE_TABLES = {b: code_table(b) for b in (2, 4)}
+
+
+def unpack_float(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """`unpack_bits` straight to float32 [rows, n] (the form the matmul needs).
+
+    For b ∈ {2, 4} one table lookup per byte (`code_table`) replaces the shifts,
+    masks and the uint8 → float32 conversion (4-bit 3072 × 768: 0.80 vs 0.94 ms;
+    2-bit: 0.41 vs 0.94 ms). 8-bit codes are the bytes: a plain conversion, which
+    is 7× faster than a lookup.
+    """
+    if bits not in _CODE_TABLES:                     # 8-bit codes are the bytes; 3, 5, 6, 7
+        return unpack_bits(packed, bits, n).astype(np.float32)
+    if packed.ndim != 2 or packed.shape[1] != packed_row_bytes(n, bits):
+        raise InputError(f"unpack_float: expected packed shape (rows, "
+                         f"{packed_row_bytes(n, bits)}) for {n} codes of {bits} bits, found "
+                         f"{packed.shape}")
+    lanes = np.take(_CODE_TABLES[bits], packed, axis=0)                  # [rows, bytes, 8 / b]
+    return np.ascontiguousarray(lanes.reshape(packed.shape[0], -1)[:, :n])

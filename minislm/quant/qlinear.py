@@ -87,37 +87,38 @@ class QuantizedTensor:
         return sum(a.nbytes for a in (self.qweight, self.scales, self.zeros, self.input_scale,
                                       self.eora_A, self.eora_B) if a is not None)
 
-    def _zeros_rows(self, r0: int, r1: int) -> np.ndarray:
-        n_groups = self.scales.shape[1]
-        if self.zeros is None:
-            return np.full((1, n_groups), 2 ** (self.bits - 1), dtype=np.uint8)
-        rows = slice(0, 1) if self.scales.shape[0] == 1 else slice(r0, r1)
-        return unpack_bits(self.zeros[rows], self.bits, n_groups)
-
     def _uniform_group(self) -> int | None:
         """The group width g when every group has g columns (one group counts), else None."""
         g = self.group_size
         g = self.n_in if g in (PER_TENSOR, -1) or g >= self.n_in else g
         return g if self.n_in % g == 0 else None
 
-    def _grid_rows(self, r0: int, r1: int):
-        """Scales s and zero points z of rows r0 … r1−1 as float32 [rows | 1, n_groups]."""
-        rows = slice(0, 1) if self.scales.shape[0] == 1 else slice(r0, r1)
-        return self.scales[rows].astype(np.float32), self._zeros_rows(r0, r1).astype(np.float32)
+    def _grid(self, rows):
+        """Scales s and zero points z of some rows (a slice or an index array) as float32
+        [rows | 1, n_groups]; one row when the grid is per tensor or z is implicit (sym)."""
+        s = self.scales[slice(0, 1) if self.scales.shape[0] == 1 else rows].astype(np.float32)
+        if self.zeros is None:
+            return s, np.full((1, s.shape[1]), 2 ** (self.bits - 1), dtype=np.float32)
+        zrows = slice(0, 1) if self.zeros.shape[0] == 1 else rows
+        return s, unpack_bits(self.zeros[zrows], self.bits, s.shape[1]).astype(np.float32)
 
-    def dequantize_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Ŵ[r0:r1] = s · (q − z) as float32 [r1 − r0, in] (without AWQ/EoRA terms)."""
-        W = unpack_float(self.qweight[r0:r1], self.bits, self.n_in)         # q [rows, in]
-        s, z = self._grid_rows(r0, r1)                                      # [rows|1, n_groups]
+    def _dequantize(self, packed: np.ndarray, rows) -> np.ndarray:
+        """Ŵ = s · (q − z) as float32 [len(packed), in] for the packed codes of `rows`."""
+        W = unpack_float(packed, self.bits, self.n_in)                      # q [rows, in]
+        s, z = self._grid(rows)                                             # [rows|1, n_groups]
         g = self._uniform_group()
         if g is not None:
-            Wg = W.reshape(r1 - r0, self.n_in // g, g)                      # [rows, groups, g]
+            Wg = W.reshape(W.shape[0], self.n_in // g, g)                   # [rows, groups, g]
             Wg -= z[:, :, None]
             Wg *= s[:, :, None]
             return W
         for gi, (a, b) in enumerate(group_bounds(self.n_in, self.group_size)):   # ragged
             W[:, a:b] = (W[:, a:b] - z[:, gi:gi + 1]) * s[:, gi:gi + 1]
         return W
+
+    def dequantize_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Ŵ[r0:r1] = s · (q − z) as float32 [r1 − r0, in] (without AWQ/EoRA terms)."""
+        return self._dequantize(self.qweight[r0:r1], slice(r0, r1))
 
     def group_dot_rows(self, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
         """xs Ŵ[r0:r1]ᵀ for xs [N, in] with the grid applied after the dot, group by group:
@@ -132,7 +133,7 @@ class QuantizedTensor:
         g = self._uniform_group()
         N, G = xs.shape[0], self.n_in // g
         q = unpack_float(self.qweight[r0:r1], self.bits, self.n_in)         # [rows, in]
-        s, z = self._grid_rows(r0, r1)
+        s, z = self._grid(slice(r0, r1))
         s = np.broadcast_to(s, (r1 - r0, G))
         z = np.broadcast_to(z, (r1 - r0, G))
         xg = xs.reshape(N, G, g)                                            # [N, G, g]
@@ -163,14 +164,7 @@ class QuantizedTensor:
             raise InputError("row lookup needs a plain (out, in) quantized table (an embedding)")
         idx = np.asarray(ids)
         flat = idx.reshape(-1)
-        q = unpack_bits(self.qweight[flat], self.bits, self.n_in)                # [N, in]
-        rows = flat if self.scales.shape[0] > 1 else np.zeros_like(flat)
-        s = self.scales[rows].astype(np.float32)                                # [N, n_groups]
-        z = (np.full(s.shape, 2 ** (self.bits - 1), np.float32) if self.zeros is None else
-             unpack_bits(self.zeros[rows], self.bits, s.shape[1]).astype(np.float32))
-        W = q.astype(np.float32)
-        for gi, (a, b) in enumerate(group_bounds(self.n_in, self.group_size)):
-            W[:, a:b] = (W[:, a:b] - z[:, gi:gi + 1]) * s[:, gi:gi + 1]
+        W = self._dequantize(self.qweight[flat], flat)                       # [N, in]
         return W.reshape(*idx.shape, self.n_in)
 
     def linear(self, x: np.ndarray) -> np.ndarray:

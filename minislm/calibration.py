@@ -42,8 +42,7 @@ from tqdm.auto import tqdm
 from . import resources
 from .errors import InputError, NumericalError, ResourceError, TokenizerError
 from .model import families
-from .model.forward import check_ids, forward, gpt2_block, llama_block
-from .model.layers import rope_inv_freq, rope_tables
+from .model.forward import check_ids, forward, gpt2_block, llama_block, rope_of
 
 STATS = ("sum", "sq_norm", "abs_sum", "xtx")
 DEFAULT_MAX_BYTES = 2 ** 31          # 2 GiB for statistics (and, in `sequential`, activations)
@@ -181,9 +180,7 @@ def embed(model, ids: np.ndarray):
     T = ids.shape[1]
     if cfg.family == "gpt2":
         return x + P[model.prefix + "wpe.weight"][:T], None
-    inv_freq = model.rope_inv_freq if model.rope_inv_freq is not None else \
-        rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-    return x, rope_tables(np.arange(T), inv_freq, x.dtype)
+    return x, rope_of(cfg, np.arange(T), x.dtype)
 
 
 def run_block(model, i: int, x: np.ndarray, rope, observer=None) -> np.ndarray:

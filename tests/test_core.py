@@ -178,6 +178,23 @@ def test_small_attention_blocks_match_transformers(tmp_path, family, monkeypatch
     np.testing.assert_allclose(np.concatenate(parts, axis=1), ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_last_only_logits(tiny_checkpoints, family):
+    """forward(last_only=True) is the last row of the full logits (the LM head skipped
+    for the others), also with a cache and for 1-D input."""
+    model = minislm.load(tiny_checkpoints[family])
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 9))
+    full = minislm.forward(model, ids)
+    last = minislm.forward(model, ids, last_only=True)
+    assert last.shape == (2, 1, model.config.vocab_size) and last.dtype == np.float32
+    np.testing.assert_allclose(last, full[:, -1:], rtol=1e-6, atol=1e-6)
+    cache = minislm.KVCache()
+    minislm.forward(model, ids[:, :5], cache, last_only=True)
+    np.testing.assert_allclose(minislm.forward(model, ids[:, 5:], cache, last_only=True),
+                               full[:, -1:], rtol=1e-5, atol=1e-5)
+    assert minislm.forward(model, ids[0], last_only=True).shape == (1, model.config.vocab_size)
+
+
 @SETTINGS
 @given(tiny_configs(), st.integers(0, 10_000), st.integers(1, 15))
 def test_causal_masking(tmp_path_factory, case, seed, t):

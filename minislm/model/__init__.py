@@ -18,7 +18,6 @@ class Model:
     path: Path | None = None         # folder it was loaded from (never written to)
     extra_config: dict = dataclasses.field(default_factory=dict)   # merged into config.json
     extra_tensors: dict = dataclasses.field(default_factory=dict)  # saved beside (e.g. masks)
-    rope_inv_freq: np.ndarray | None = None  # cached RoPE frequencies (derived, not saved)
 
     @property
     def dtype(self):
@@ -29,6 +28,4 @@ class Model:
 
     def replace(self, **changes) -> "Model":
         """A new Model sharing unchanged arrays; params given here replace the dict."""
-        if "config" in changes:
-            changes.setdefault("rope_inv_freq", None)
         return dataclasses.replace(self, **changes)

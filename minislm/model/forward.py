@@ -129,8 +129,16 @@ def llama_block(model, i, x, start, rope, cache=None, slot=None, observer=None):
     return x + _lin(model, p + "mlp.down_proj.weight", silu(g) * u, observer)
 
 
+def rope_of(cfg, positions, dtype):
+    """RoPE cos, sin tables [T, D] of a LLaMA config at the given positions (derived
+    from the config on every call: a few dozen frequencies, microseconds)."""
+    return rope_tables(positions, rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
+                       dtype)
+
+
 def forward(model, input_ids, cache: KVCache | None = None, layers=None, observer=None,
-            hidden_states: list | None = None, check_numerics: bool = False):
+            hidden_states: list | None = None, check_numerics: bool = False,
+            last_only: bool = False):
     """Logits [B, T, V] for input_ids [B, T] (a 1-D input gives [T, V]).
 
     cache: a `KVCache`; positions continue from `cache.length` and the new keys
@@ -138,6 +146,8 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     hidden_states: if a list is given, the residual stream before the first block
     and after every block is appended to it (before the final norm).
     check_numerics: raise NumericalError naming the first layer that sees NaN/Inf.
+    last_only: logits of the last position only, [B, 1, V] (what generation needs;
+    the LM head is 16 % of a GPT-2-124M prefill of 512 tokens).
     """
     ids = check_ids(model, input_ids)
     one_d = np.ndim(input_ids) == 1
@@ -159,9 +169,7 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     if cfg.family == "gpt2":
         x = x + P[model.prefix + "wpe.weight"][start:start + T]
     else:
-        if model.rope_inv_freq is None:
-            model.rope_inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        rope = rope_tables(np.arange(start, start + T), model.rope_inv_freq, x.dtype)
+        rope = rope_of(cfg, np.arange(start, start + T), x.dtype)
     if cache is not None:
         cache.reserve(len(layers), start + T)
     if hidden_states is not None:
@@ -184,6 +192,8 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     else:
         x = rms_norm(x, P["model.norm.weight"], cfg.norm_eps)
     head = families.lm_head_name(cfg, model.prefix)
+    if last_only:
+        x = x[:, -1:]                                                        # [B, 1, C]
     if observer is not None:
         observer(head, x)
     logits = linear(x, P[head], None, "out_in")                              # [B, T, V]

@@ -74,7 +74,7 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
                          f"found {type(cache).__name__} of length {getattr(cache, 'length', '?')}")
     done = np.zeros(ids.shape[0], dtype=bool)
     out = [ids]
-    z = forward(model, ids, cache, layers=layers)[:, -1]                       # [B, V]
+    z = forward(model, ids, cache, layers=layers, last_only=True)[:, -1]      # [B, V]
     for step in range(max_new_tokens):
         tok = next_token(z, rng, temperature, top_k, top_p).astype(np.int64)  # [B]
         tok = np.where(done, out[-1][:, -1], tok)

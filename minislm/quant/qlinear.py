@@ -13,8 +13,9 @@ In memory (`QuantizedTensor`, always the (out, in) layout internally):
 so at most one block of float weights exists at once; the model's memory at rest
 is the packed bytes (`nbytes`). For a few tokens (decoding) the codes are
 multiplied first and each group's scale applied to its partial dot product
-(`group_dot_rows`), which skips two elementwise passes over the weights. A quantized token embedding (optional) answers
-`table[ids]` by dequantizing just those rows.
+(`group_dot_rows`), which skips two elementwise passes over the weights. A
+quantized token embedding (optional) answers `table[ids]` by dequantizing just
+those rows.
 
 On disk (safetensors, beside the float tensors): for a weight named `<m>.weight`
 the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),

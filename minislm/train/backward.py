@@ -42,8 +42,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import families
-from ..model.forward import check_ids
-from ..model.layers import rope_inv_freq, rope_tables
+from ..model.forward import check_ids, rope_of
 from .layers_backward import (attention_backward, attention_forward, embedding_backward,
                               embedding_forward, gelu_tanh_backward, gelu_tanh_forward,
                               layer_norm_backward, layer_norm_forward, linear_backward,
@@ -222,9 +221,7 @@ def model_forward(model, ids, layers=None):
     if cfg.family == "gpt2":
         x = x + P[model.prefix + "wpe.weight"][:T]                          # learned positions
     else:
-        inv_freq = model.rope_inv_freq if model.rope_inv_freq is not None else \
-            rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        rope = rope_tables(np.arange(T), inv_freq, x.dtype)                 # cos, sin [T, D]
+        rope = rope_of(cfg, np.arange(T), x.dtype)                           # cos, sin [T, D]
     blocks = []
     for i in layers:
         if cfg.family == "gpt2":

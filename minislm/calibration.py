@@ -300,7 +300,8 @@ def inverse_hessian_factor(H: np.ndarray, damp: float = 0.01, max_tries: int = 6
     Computed from one Cholesky of the index-reversed matrix: with J the reversal
     permutation, J Hd J = M Mᵀ (M lower) gives Hd = Ũ Ũᵀ with Ũ = J M J upper, so
     Hd⁻¹ = Ũ⁻ᵀ Ũ⁻¹ and U = Ũ⁻¹ (upper, positive diagonal: the unique factor).
-    That is half the work of Cholesky, full inverse, product and a second Cholesky.
+    That replaces a full inverse, a product and a second Cholesky (10–15 % faster at
+    n = 3072, since NumPy's solve does not exploit the triangle).
     """
     H = np.array(H, dtype=np.float64)
     dead = np.diag(H) == 0

@@ -24,12 +24,13 @@ class KVCache:
             self.v.append(None)
         if needed > self.capacity:
             self.capacity = max(needed, 2 * self.capacity)
-            for s in range(len(self.k)):
-                if self.k[s] is not None:
-                    self.k[s] = self._grown(self.k[s])
-                    self.v[s] = self._grown(self.v[s])
+            for store in (self.k, self.v):
+                for s, entry in enumerate(store):
+                    if entry is not None:
+                        store[s] = self._grown(entry)
 
     def _grown(self, a):
+        """A copy of the slot array a [B, K, S, ...] with room for `capacity` positions."""
         b = np.zeros(a.shape[:2] + (self.capacity,) + a.shape[3:], dtype=a.dtype)
         b[:, :, :self.length] = a[:, :, :self.length]
         return b

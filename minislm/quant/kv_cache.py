@@ -15,30 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.cache import KVCache
 
-class Int8KVCache:
-    def __init__(self, capacity: int = 0):
-        self.length = 0
-        self.capacity = capacity
-        self.k: list = []      # per slot: (codes int8 [B, K, S_max, D], scales f32 [B, K, S_max])
-        self.v: list = []
 
-    def reserve(self, n_slots: int, needed: int) -> None:
-        """Make room for `needed` positions in `n_slots` slots (grows by doubling)."""
-        while len(self.k) < n_slots:
-            self.k.append(None)
-            self.v.append(None)
-        if needed > self.capacity:
-            self.capacity = max(needed, 2 * self.capacity)
-            for store in (self.k, self.v):
-                for s, entry in enumerate(store):
-                    if entry is not None:
-                        store[s] = tuple(self._grown(a) for a in entry)
+class Int8KVCache(KVCache):
+    """`KVCache` whose slots hold (codes int8 [B, K, S_max, D], scales f32 [B, K, S_max])."""
 
-    def _grown(self, a):
-        b = np.zeros(a.shape[:2] + (self.capacity,) + a.shape[3:], dtype=a.dtype)
-        b[:, :, :self.length] = a[:, :, :self.length]
-        return b
+    def _grown(self, entry):
+        grow = super()._grown                     # codes and scales grow alike
+        return tuple(grow(a) for a in entry)
 
     @staticmethod
     def _quantize(x):

@@ -87,6 +87,16 @@ def hf_logits(model, ids: np.ndarray) -> np.ndarray:
         return model(torch.tensor(ids)).logits.numpy()
 
 
+def word_tokenizer(V):
+    """A whitespace word-level tokenizer over "<unk>", "w0" … "w{V−2}" (ids 0 … V−1)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    words = ["<unk>"] + [f"w{i}" for i in range(V - 1)]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
+                                                           unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    return tok
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """{'gpt2': folder, 'llama': folder}: tiny random checkpoints written by transformers."""

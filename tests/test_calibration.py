@@ -9,7 +9,7 @@ from minislm import calibration
 from minislm.errors import InputError, ResourceError, TokenizerError
 from minislm.model import families
 
-from conftest import build_hf_model, save_hf_model
+from conftest import build_hf_model, save_hf_model, word_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +143,6 @@ def test_token_windows_seeded():
     assert not np.array_equal(a, calibration.token_windows(stream, 5, 16, seed=4))
     with pytest.raises(InputError, match="fewer than one window"):
         calibration.token_windows(np.arange(10), 2, 16)
-
-
-def word_tokenizer(V):
-    tokenizers = pytest.importorskip("tokenizers")
-    words = ["<unk>"] + [f"w{i}" for i in range(V - 1)]
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
-                                                           unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    return tok
 
 
 def test_calibration_batches_from_text_and_file(models, tmp_path):

@@ -7,16 +7,7 @@ import pytest
 import minislm
 from minislm.cli import main
 
-from conftest import build_hf_model, hf_logits, save_hf_model
-
-
-def word_tokenizer(V):
-    tokenizers = pytest.importorskip("tokenizers")
-    words = ["<unk>"] + [f"w{i}" for i in range(V - 1)]
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)},
-                                                           unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    return tok
+from conftest import build_hf_model, hf_logits, save_hf_model, word_tokenizer
 
 
 @pytest.fixture(scope="module")

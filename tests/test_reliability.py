@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import contextlib
 import os
 import signal
 import struct
@@ -69,6 +70,18 @@ def wait_for(condition, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def reaped(proc):
+    """Yield proc; when the block ends (also by a failed assertion) it is killed if still
+    running and waited for, so no test leaves a child process behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 # =========================================================== killed mid-write
 WRITER = textwrap.dedent("""
     import sys, numpy as np
@@ -89,19 +102,14 @@ def test_sigkill_mid_write_leaves_old_file_or_none(base, delay):
     folder = base / f"kill{delay}"
     folder.mkdir()
     target = folder / "model.safetensors"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=ENV,
-                            stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(subprocess.Popen([sys.executable, "-c", WRITER, str(target)], env=ENV,
+                                 stdout=subprocess.PIPE, text=True)) as proc:
         assert proc.stdout.readline().strip() == "0"       # version 0 is complete
         temps = lambda: [p for p in folder.iterdir() if p.name.endswith(".tmp")]  # noqa: E731
         wait_for(lambda: any(p.stat().st_size > 0 for p in temps()), what="a partial write")
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     tensors = read_safetensors(target)               # complete and parseable
     version = float(minislm.checkpoint.read_header(target)[1]["version"])
@@ -133,19 +141,14 @@ SAVER = textwrap.dedent("""
 
 def test_sigkill_during_save_never_leaves_a_half_checkpoint(base, gpt2_dir):
     out = base / "killed-save"
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(gpt2_dir), str(out)], env=ENV,
-                            stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(subprocess.Popen([sys.executable, "-c", SAVER, str(gpt2_dir), str(out)],
+                                 env=ENV, stdout=subprocess.PIPE, text=True)) as proc:
         assert proc.stdout.readline().strip() == "saving"
         wait_for(lambda: out.exists() and any(p.name.endswith(".tmp") and p.stat().st_size
                                               for p in out.iterdir()),
                  what="save's temp file")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     final = out / "model.safetensors"
     if final.exists():                                # finished before the kill landed
         assert read_safetensors(final)["transformer.wte.weight"].shape == (1 << 20, 16)
@@ -183,18 +186,13 @@ def test_ctrl_c_stops_a_long_generation_with_status_130(base):
     """SIGINT during a 100k-token generation: exit 130, one line on stderr, no traceback."""
     folder = make_checkpoint(base / "long", "llama", max_position_embeddings=100_000,
                              eos_token_id=None, rope_scaling=None)
-    proc = subprocess.Popen([sys.executable, "-m", "minislm", "generate", "--model",
-                             str(folder), "--prompt", "Return the", "--max-new-tokens",
-                             "99000"], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
+    with reaped(subprocess.Popen([sys.executable, "-m", "minislm", "generate", "--model",
+                                  str(folder), "--prompt", "Return the", "--max-new-tokens",
+                                  "99000"], env=ENV, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)) as proc:
         proc.stdout.read(12)                           # the prompt and first tokens streamed
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     err = err.decode()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
@@ -279,16 +277,12 @@ def test_commands_never_modify_their_inputs(commands, gpt2_dir, corpus, monkeypa
 def _kill_when(argv, condition, what, sig=signal.SIGKILL):
     """Run `minislm argv` in a subprocess and send `sig` once condition() holds.
     Returns (exit status, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "minislm"] + [str(a) for a in argv],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with reaped(subprocess.Popen([sys.executable, "-m", "minislm"] + [str(a) for a in argv],
+                                 env=ENV, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)) as proc:
         wait_for(lambda: condition() or proc.poll() is not None, timeout=120, what=what)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return proc.returncode, err.decode(errors="replace")
 
 

@@ -266,6 +266,14 @@ def _rewrite_tensors(folder, change):
     write_safetensors(path, tensors)
 
 
+def _only_pickle(name):
+    """Replace the safetensors weights by a (pickle-headed) file called `name`."""
+    def change(folder):
+        (folder / "model.safetensors").unlink()
+        (folder / name).write_bytes(b"\x80\x04.")
+    return change
+
+
 FOLDER_CASES = {
     "config.json missing": (lambda f: (f / "config.json").unlink(), ConfigError, "config.json"),
     "config.json is a folder": (lambda f: ((f / "config.json").unlink(),
@@ -280,18 +288,10 @@ FOLDER_CASES = {
     "model.safetensors is a folder": (lambda f: ((f / "model.safetensors").unlink(),
                                                  (f / "model.safetensors").mkdir()),
                                       CheckpointError, "model.safetensors"),
-    "only pytorch_model.bin": (lambda f: ((f / "model.safetensors").unlink(),
-                                          (f / "pytorch_model.bin").write_bytes(b"\x80\x04.")),
-                               CheckpointError, "pickle"),
-    "only model.pt": (lambda f: ((f / "model.safetensors").unlink(),
-                                 (f / "model.pt").write_bytes(b"\x80\x04.")),
-                      CheckpointError, "pickle"),
-    "only model.pth": (lambda f: ((f / "model.safetensors").unlink(),
-                                  (f / "model.pth").write_bytes(b"\x80\x04.")),
-                       CheckpointError, "pickle"),
-    "only weights.pkl": (lambda f: ((f / "model.safetensors").unlink(),
-                                    (f / "weights.pkl").write_bytes(b"\x80\x04.")),
-                         CheckpointError, "pickle"),
+    "only pytorch_model.bin": (_only_pickle("pytorch_model.bin"), CheckpointError, "pickle"),
+    "only model.pt": (_only_pickle("model.pt"), CheckpointError, "pickle"),
+    "only model.pth": (_only_pickle("model.pth"), CheckpointError, "pickle"),
+    "only weights.pkl": (_only_pickle("weights.pkl"), CheckpointError, "pickle"),
     "trust_remote_code": (lambda f: _edit_config(f, trust_remote_code=True), ConfigError,
                           "trust_remote_code"),
     "auto_map": (lambda f: _edit_config(f, auto_map={"AutoModelForCausalLM": "modeling.M"}),

@@ -148,6 +148,16 @@ def part_int8(args):
         print(f"| {n} | {t_f * 1e3:.2f} | {t_i * 1e3:.2f} | {t_i / t_f:.1f}x | {err:.2e} |")
 
 
+def test_windows(model, args) -> np.ndarray:
+    """Non-overlapping windows [N, T] of the first --ppl-tokens tokens of the corpus test
+    split, T = --seqlen (at most max_position)."""
+    from minislm.evaluate.perplexity import default_text
+    from minislm.tokenizer import encode
+    T = min(args.seqlen, model.config.max_position)
+    ids = np.asarray(encode(model.tokenizer, default_text("test"))[:args.ppl_tokens])
+    return ids[:len(ids) // T * T].reshape(-1, T)
+
+
 def window_nll(model, windows) -> np.ndarray:
     """Σ −log p of each window's targets: windows [N, T] -> [N] float64."""
     from minislm.evaluate.perplexity import token_nll
@@ -164,11 +174,8 @@ def paired_ratio_ci(nll_a, nll_b, tokens_per_window, n_boot=2000, seed=0):
 
 
 def part_ppl(model, args):
-    from minislm.evaluate.perplexity import default_text
-    from minislm.tokenizer import encode
-    T = min(args.seqlen, model.config.max_position)
-    ids = np.asarray(encode(model.tokenizer, default_text("test"))[:args.ppl_tokens])
-    windows = ids[:len(ids) // T * T].reshape(-1, T)            # non-overlapping, T tokens
+    windows = test_windows(model, args)
+    T = windows.shape[1]
     n = windows.shape[0] * (T - 1)
     calib = calib_ids(model, args.n_samples, args.seqlen)
     base = np.exp(window_nll(model, windows).sum() / n)
@@ -191,13 +198,11 @@ def part_ppl(model, args):
 
 
 def part_kv(model, args):
-    from minislm.evaluate.perplexity import default_text, token_nll
+    from minislm.evaluate.perplexity import token_nll
     from minislm.model.cache import KVCache
     from minislm.quant.kv_cache import Int8KVCache
-    from minislm.tokenizer import encode
-    T = min(args.seqlen, model.config.max_position)
-    ids = np.asarray(encode(model.tokenizer, default_text("test"))[:args.ppl_tokens])
-    windows = ids[:len(ids) // T * T].reshape(-1, T)
+    windows = test_windows(model, args)
+    T = windows.shape[1]
     print(f"\n### KV cache: float32 vs INT8 (per-head, per-position scales), {windows.size} "
           f"tokens in windows of {T}\n")
     print("| cache | bytes per window | perplexity |")

@@ -25,7 +25,9 @@ def random_case(seed, B=2, T=4, V=7, scale=3.0):
 def test_distillation_gradient_matches_finite_differences(seed, temperature, alpha):
     s, t, labels = random_case(seed)
     loss, ds, _ = distill.distillation_loss(s, t, labels, temperature, alpha)
-    eps = 1e-6
+    # central-difference step: at 1e-6 rounding in the loss difference reached ~1e-9, so 4
+    # of 300 random cases failed atol=1e-9; at 1e-5 none did (truncation stays ~1e-11)
+    eps = 1e-5
     numeric = np.zeros_like(s)
     for idx in np.ndindex(s.shape):
         plus, minus = s.copy(), s.copy()

@@ -18,6 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI's clean clone included), so a
+# green local run means a green CI run; HYPOTHESIS_PROFILE=explore searches afresh.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MINISLM_DATA", REPO.parent / "shared" / "data"))

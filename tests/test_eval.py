@@ -155,6 +155,23 @@ def test_match_tiers(answer, aliases, tier):
     assert match_tier(answer, aliases) == tier
 
 
+@pytest.mark.parametrize("answer, aliases, tier", [
+    ("3.5 kilometres", ["35"], None),               # issue 13 item 8: characters, not words
+    ("120", ["12"], None),
+    ("1234", ["23"], None),
+    ("about 3.5 kilometres", ["3.5"], "substring"),
+    ("48 miles is about 77.2 kilometers.", ["77.2"], "substring"),
+    ("It cost 1,000 dollars", ["1000"], "substring"),   # a thousands comma is dropped
+    ("Between 1-2 hours", ["12"], None),
+    ("It was the Eiffel Tower", ["Eiffel Tower"], "substring"),
+    ("An apple", ["apple"], "exact"),                     # SQuAD drops articles
+    ("Parisian food", ["Paris"], None),
+])
+def test_substring_tier_matches_whole_words(answer, aliases, tier):
+    from minislm.evaluate.qa import match_tier
+    assert match_tier(answer, aliases) == tier
+
+
 def test_fuzzy_threshold_is_80_percent():
     from minislm.evaluate.qa import match_tier
     gold = "one two three four five"

@@ -10,11 +10,16 @@ tokens; the answer is the continuation up to its first line break. It is
 correct when, for some gold alias a, the first of these tiers holds:
 
     1. exact      norm(answer) == norm(a)
-    2. substring  norm(a) is a contiguous substring of norm(answer)
+    2. substring  the words of norm(a) appear, in order and contiguous, among
+                  the words of norm(answer)
     3. fuzzy      |W(answer) ∩ W(a)| / |W(a)| ≥ 0.8   (a of two or more words)   (eq. 3.13)
 
-norm lower-cases, drops punctuation and collapses whitespace; W is the set of
-words of the normalised text.
+norm is SQuAD's answer normalisation (lower-case; strip punctuation, the
+articles a/an/the and extra whitespace) with one change for numbers: a
+punctuation mark between two digits stays ("3.5" is not "35", "1-2" is not
+"12"), except a thousands comma, which goes ("1,000" is "1000"). W is the set
+of words of the normalised text. The substring tier matches whole words, not
+characters: "120" does not contain the answer "12".
 
 Data:
   * any JSONL in the TriviaQA shape (`load_qa_jsonl`): `question`, answers as
@@ -66,7 +71,10 @@ ANSWER_PATTERNS = (
     ("arithmetic", re.compile(r"^-?\d+ (?:plus|minus|times) \d+ is (?P<answer>-?\d+)\.$")),
     ("conversion", re.compile(r"^[\d.]+ .+ is about (?P<answer>[\d.,]+) .+\.$")),
 )
-_PUNCTUATION = str.maketrans("", "", string.punctuation + "“”‘’–—")
+_PUNCT = re.escape(string.punctuation + "“”‘’–—")
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_PUNCT_OUTSIDE_NUMBERS = re.compile(rf"(?<!\d)[{_PUNCT}]|[{_PUNCT}](?!\d)")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,16 @@ class QAItem:
 
 
 def normalize(text: str) -> str:
-    """Lower-case, punctuation removed, whitespace collapsed."""
-    return " ".join(text.lower().translate(_PUNCTUATION).split())
+    """SQuAD normalisation: lower-case; no punctuation (but inside numbers), articles or extra spaces."""
+    text = _THOUSANDS_COMMA.sub("", text.lower())
+    text = _PUNCT_OUTSIDE_NUMBERS.sub("", text)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _contains_words(words: list[str], run: list[str]) -> bool:
+    """True when `run` occurs as consecutive whole words of `words`."""
+    n = len(run)
+    return any(words[i:i + n] == run for i in range(len(words) - n + 1))
 
 
 def match_tier(answer: str, aliases) -> str | None:
@@ -87,12 +103,12 @@ def match_tier(answer: str, aliases) -> str | None:
     golds = [g for g in (normalize(x) for x in aliases) if g]
     if any(a == g for g in golds):
         return "exact"
-    if any(g in a for g in golds):
+    words = a.split()
+    if any(_contains_words(words, g.split()) for g in golds):
         return "substring"
-    words = set(a.split())
     for g in golds:
         gold_words = set(g.split())
-        if len(gold_words) >= 2 and len(words & gold_words) / len(gold_words) >= FUZZY_THRESHOLD:
+        if len(gold_words) >= 2 and len(set(words) & gold_words) / len(gold_words) >= FUZZY_THRESHOLD:
             return "fuzzy"
     return None
 

@@ -60,11 +60,13 @@ class Stats:
     def update(self, x: np.ndarray, stats) -> None:
         """Add the rows of x [..., in] to the requested sums.
 
-        The sums are float64. XᵀX of one batch is computed in x's own dtype (a float32
-        GEMM runs 2× faster than a float64 one, and for the last MLP projection of
-        GPT-2 it is most of GPTQ's calibration time), then added in float64.
+        The sums are float64. XᵀX of one batch is computed in x's own dtype but at
+        least float32 (a float32 GEMM runs 2× faster than a float64 one, and for the
+        last MLP projection of GPT-2 it is most of GPTQ's calibration time; float16
+        products overflow at 65504), then added in float64.
         """
         Xc = np.asarray(x).reshape(-1, x.shape[-1])                          # [m, in]
+        Xc = Xc.astype(np.promote_types(Xc.dtype, np.float32), copy=False)
         X = Xc.astype(np.float64)
         if not np.isfinite(X).all():
             raise NumericalError("calibration activations contain NaN/Inf; the model or the "

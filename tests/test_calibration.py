@@ -67,6 +67,18 @@ def test_float64_model_keeps_float64_hessians(models):
         np.testing.assert_allclose(stats.xtx, X.T @ X, rtol=1e-10, atol=1e-10)
 
 
+def test_float16_activations_do_not_overflow_xtx():
+    """Issue 13 item 10: XᵀX of float16 inputs is accumulated in float32 or wider, not float16
+    (whose largest value, 65504, the products of |x| ≈ 20 over 512 rows exceed)."""
+    x = (20 * np.random.default_rng(0).standard_normal((512, 64))).astype(np.float16)
+    s = calibration.Stats()
+    s.update(x, ("xtx", "sq_norm"))
+    X = x.astype(np.float64)
+    assert np.isfinite(s.xtx).all()
+    np.testing.assert_allclose(s.xtx, X.T @ X, rtol=1e-5, atol=1e-5 * np.abs(X.T @ X).max())
+    np.testing.assert_allclose(np.diag(s.xtx), s.sq_norm, rtol=1e-6)
+
+
 def test_llama_q_k_v_share_one_accumulator(models):
     model = models["llama"]
     got = calibration.collect(model, ids(2), stats=("sq_norm",))

@@ -3,7 +3,8 @@
 Each command module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 A `MinislmError` — or an OSError (permission denied, disk full) or MemoryError —
 is printed as one line and exits with status 2 (`--debug` shows the traceback);
-Ctrl-C stops cleanly with status 130.
+Ctrl-C stops cleanly with status 130. A command line argparse refuses is one
+line too (status 2): the usage block is what `--help` is for.
 """
 from __future__ import annotations
 
@@ -16,8 +17,18 @@ from . import commands
 from .errors import MinislmError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: `minislm: error: COMMAND: message (see ... --help)`."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("minislm").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"minislm: error: {where}{message} (see 'minislm {where and command + ' '}"
+                     "--help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minislm", description=__doc__.splitlines()[0])
+    parser = Parser(prog="minislm", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -36,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:           # --help (0) or a refused command line (2)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args._run(args) or 0)
     except MinislmError as e:

@@ -55,6 +55,12 @@ def encode(tokenizer, text: str) -> list[int]:
         raise TokenizerError("this model folder has no tokenizer.json; pass token ids instead")
     if not isinstance(text, str):
         raise InputError(f"encode: expected text (str), found {type(text).__name__}")
+    try:
+        text.encode("utf-8")        # lone surrogates (undecodable bytes, PEP 383) are not text
+    except UnicodeEncodeError as e:
+        raise InputError(f"encode: text is not valid Unicode: {e.object[e.start]!r} at "
+                         f"character {e.start} is a lone surrogate (bytes that were not UTF-8?)"
+                         ) from None
     return tokenizer.encode(text).ids
 
 

@@ -1173,6 +1173,62 @@ def test_cli_edge_values(more_paths, capsys, monkeypatch, base, case):
     COUNT["command line"] += 1
 
 
+REFUSED_BY_ARGPARSE = {   # once a 6-12-line usage block, or a NumPy traceback after work began
+    "no command": ([], "COMMAND"),
+    "unknown command": (["nope"], "nope"),
+    "missing options": (["quantize"], "--model"),
+    "not an int": (["quantize", "--model", "{gpt2}", "--bits", "four", "--out", "{base}/a1"],
+                   "--bits"),
+    "not a choice": (["eval", "--model", "{gpt2}", "--task", "nope"], "--task"),
+    "unknown option": (["generate", "--model", "{gpt2}", "--prompt", "x", "--nope"], "--nope"),
+    "lone surrogates in --prompt": (["generate", "--model", "{gpt2}", "--prompt",
+                                     "abc \udcff\udcfe def"], "0xff"),
+    "lone surrogates in --sample-prompt": (["train", "--init", "gpt2", "--data", "{text}",
+                                            "--sample-prompt", "a\udcff", "--out",
+                                            "{base}/a2"], "0xff"),
+}
+for _argv in (["generate", "--model", "{gpt2}", "--prompt", "x"],
+              ["quantize", "--model", "{gpt2}", "--method", "gptq", "--out", "{base}/s1"],
+              ["finetune", "--model", "{gpt2}", "--data", "{text}", "--steps", "1", "--out",
+               "{base}/s2"],
+              ["prune", "--model", "{gpt2}", "--method", "wanda", "--sparsity", "0.5", "--out",
+               "{base}/s3"],
+              ["train", "--init", "gpt2", "--data", "{text}", "--out", "{base}/s4"],
+              ["distill", "--teacher", "{gpt2}", "--student", "{gpt2}", "--data", "{text}",
+               "--steps", "1", "--out", "{base}/s5"]):
+    REFUSED_BY_ARGPARSE[f"{_argv[0]}: negative seed"] = (_argv + ["--seed", "-1"], "--seed")
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BY_ARGPARSE))
+def test_refused_command_lines_are_one_line(more_paths, capsys, base, case):
+    """Exit 2 with exactly one `minislm: error:` line naming the option, before any work."""
+    argv, words = REFUSED_BY_ARGPARSE[case]
+    before = set(base.iterdir())
+    rc, out, err = run_cli([a.format(**more_paths) for a in argv], capsys)
+    assert rc == 2, (rc, out, err)
+    assert err.startswith("minislm: error: ") and err.count("\n") == 1, err
+    assert words in err and out == "", err
+    assert set(base.iterdir()) == before, "refused before any file was written"
+    COUNT["command line"] += 1
+
+
+def test_undecodable_prompt_bytes_from_a_real_command_line(gpt2_dir):
+    """The bytes a shell passes for $'abc \\xff\\xfe def' (once a TypeError traceback)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), LANG="C.UTF-8", LC_ALL="C.UTF-8")
+    done = subprocess.run([sys.executable, "-m", "minislm", "generate", "--model",
+                           str(gpt2_dir), "--prompt", b"abc \xff\xfe def"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("minislm: error: generate: argument --prompt") and \
+        "0xff" in done.stderr, done.stderr
+
+
+def test_library_encode_refuses_lone_surrogates(gpt2):
+    from minislm.tokenizer import encode
+    refused("text", lambda: encode(gpt2.tokenizer, "abc \udcff def"), InputError,
+            ["surrogate", "character 4"])
+
+
 # ============================================================== trainer state, LoRA adapters
 @pytest.fixture(scope="module")
 def trained_run(more_paths, base):

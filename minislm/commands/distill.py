@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import time
 
+from . import options
+
 NAME = "distill"
 HELP = "knowledge distillation: T²·KL(teacher‖student) mixed with the hard-label loss by α"
 
@@ -21,7 +23,7 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder for the trained student")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS threads (default: 1 for models under 20 M parameters, whose "

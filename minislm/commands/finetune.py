@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import time
 
+from . import options
+
 NAME = "finetune"
 HELP = "fine-tune a checkpoint on toolcall / requirements / a file: full, or LoRA adapters"
 
@@ -17,7 +19,7 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 3e-4 full, 1e-3 LoRA)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-len", type=int, default=None,
                    help="tokens per example (default: the model's max_position)")

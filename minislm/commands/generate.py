@@ -3,18 +3,20 @@ import sys
 
 import numpy as np
 
+from . import options
+
 NAME = "generate"
 HELP = "generate text from a prompt with a checkpoint folder"
 
 
 def add_arguments(p):
     p.add_argument("--model", required=True, help="HF checkpoint folder")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, type=options.text)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=options.seed, default=None)
     p.add_argument("--kv-cache", choices=("float32", "int8"), default="float32",
                    help="KV cache storage: float32, or int8 with one scale per (head, position) "
                         "(about 3.6x less cache memory)")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sys
 
+from . import options
+
 NAME = "prune"
 HELP = "prune or trim a checkpoint (depth, width, magnitude, WANDA, SparseGPT)"
 METHODS = ("depth", "width", "magnitude", "wanda", "sparsegpt")
@@ -53,7 +55,7 @@ def add_arguments(p):
     g.add_argument("--calib-samples", type=int, default=32, help="random windows (default 32)")
     g.add_argument("--calib-seqlen", type=int, default=None,
                    help="tokens per window (default min(256, max_position))")
-    g.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
+    g.add_argument("--seed", type=options.seed, default=0, help="seed of the calibration windows")
 
 
 def run(args) -> int:

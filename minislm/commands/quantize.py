@@ -1,6 +1,8 @@
 """minislm quantize: write a packed quantized checkpoint (RTN, GPTQ or AWQ, optional EoRA)."""
 from __future__ import annotations
 
+from . import options
+
 NAME = "quantize"
 HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gptq | awq)"
 
@@ -24,7 +26,7 @@ def add_arguments(p):
     p.add_argument("--n-samples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seq-len", type=int, default=None,
                    help="tokens per window (default min(512, max_position))")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", required=True, help="output folder")
 
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import options
+
 NAME = "train"
 HELP = "train a GPT-2/LLaMA model with the hand-written backward pass and AdamW"
 
@@ -52,12 +54,12 @@ def add_arguments(p):
     opt.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine")
     opt.add_argument("--weight-decay", type=float, default=0.1)
     opt.add_argument("--clip", type=float, default=1.0, help="global-norm clip (0: none)")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--seed", type=options.seed, default=0)
     opt.add_argument("--eval-every", type=int, default=100)
     opt.add_argument("--eval-tokens", type=int, default=32768,
                      help="validation tokens scored at every evaluation")
     opt.add_argument("--save-every", type=int, default=250)
-    p.add_argument("--sample-prompt", default="Return the",
+    p.add_argument("--sample-prompt", default="Return the", type=options.text,
                    help="greedy sample printed before and after training")
     p.add_argument("--plot", action="store_true",
                    help="write training_curve.png (needs matplotlib)")

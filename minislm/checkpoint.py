@@ -179,9 +179,19 @@ def checkpoint_files(folder) -> list[Path]:
                                   f"tensor -> shard file ({e!r})") from None
         paths = []
         for name in files:
-            p = (folder / str(name)).resolve()
-            if folder.resolve() not in p.parents or not p.exists():
-                raise CheckpointError(f"{index}: shard '{name}' is missing from {folder}")
+            # The shard's *name* must stay inside the folder; the file itself may be a
+            # symlink elsewhere: huggingface_hub's cache keeps snapshots/<rev>/NAME as a
+            # link to ../../blobs/<sha256>.
+            relative = Path(str(name))
+            if relative.is_absolute() or ".." in relative.parts:
+                raise CheckpointError(f"{index}: shard '{name}' points outside {folder} "
+                                      "(expected a file name inside the folder)")
+            p = folder / relative
+            if not p.exists():
+                dangling = f" (a symlink to {os.readlink(p)}, which does not exist)" \
+                    if p.is_symlink() else ""
+                raise CheckpointError(f"{index}: shard '{name}' is missing from "
+                                      f"{folder}{dangling}")
             paths.append(p)
         return paths
     single = folder / "model.safetensors"

@@ -588,3 +588,46 @@ def test_download_never_fetches_pickles_and_verifies_files(base, gpt2_dir, monke
     with pytest.raises(minislm.MinislmError, match="config.json.*bytes"):
         minislm.download("someone/mixed", out_dir=base / "dl2")  # over the good download
     assert (path / "REVISION").exists() and minislm.load(path)   # which is still intact
+
+
+def _hf_cache_snapshot(root: Path, folder: Path, shards: int = 2) -> Path:
+    """huggingface_hub's cache layout of `folder`, resharded: every file of
+    snapshots/<rev>/ is a relative symlink into ../../blobs/<sha256>."""
+    import hashlib
+    from minislm.checkpoint import write_safetensors
+    tensors = {k: np.array(v) for k, v in read_safetensors(folder / "model.safetensors").items()}
+    names = sorted(tensors)
+    staged = root / "staged"
+    staged.mkdir(parents=True)
+    weight_map = {}
+    for i in range(shards):
+        shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[i::shards]
+        write_safetensors(staged / shard, {n: tensors[n] for n in part})
+        weight_map.update(dict.fromkeys(part, shard))
+    (staged / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for p in folder.iterdir():
+        if p.name != "model.safetensors":
+            (staged / p.name).write_bytes(p.read_bytes())
+    repo = root / "models--someone--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for p in sorted(staged.iterdir()):
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        p.rename(repo / "blobs" / digest)
+        (snapshot / p.name).symlink_to(Path("..") / ".." / "blobs" / digest)
+    return snapshot
+
+
+def test_huggingface_cache_layout_with_symlinked_shards(base, gpt2_dir):
+    """What huggingface_hub leaves on disk (once refused: every shard 'missing')."""
+    snapshot = _hf_cache_snapshot(base / "hf-cache", gpt2_dir)
+    assert all(p.is_symlink() for p in snapshot.iterdir())
+    model, reference = minislm.load(snapshot), minislm.load(gpt2_dir)
+    ids = np.arange(1, 9)[None, :]
+    np.testing.assert_array_equal(minislm.forward(model, ids), minislm.forward(reference, ids))
+    shard = snapshot / "model-00002-of-00002.safetensors"     # a blob not downloaded yet
+    (snapshot.parents[1] / "blobs" / os.readlink(shard).split("/")[-1]).unlink()
+    with pytest.raises(minislm.MinislmError, match="model-00002-of-00002.*missing.*symlink"):
+        minislm.load(snapshot)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..gguf import blocks
 
 BLOCK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
@@ -104,7 +105,7 @@ def quantize_blocks(x: np.ndarray, qtype: str) -> np.ndarray:
 
 
 def dequantize_blocks(data: np.ndarray, qtype: str) -> np.ndarray:
-    """bytes uint8 [..., k · block_bytes] -> float32 [..., 32k]."""
+    """bytes uint8 [..., k · block_bytes] -> float32 [..., 32k] (minislm.gguf.blocks decodes)."""
     qtype = qtype.lower()
     if qtype not in BLOCK_BYTES:
         raise InputError(f"GGUF block type must be one of {TYPES}, found {qtype!r}")
@@ -113,31 +114,8 @@ def dequantize_blocks(data: np.ndarray, qtype: str) -> np.ndarray:
     if data.ndim == 0 or data.shape[-1] % size:
         raise InputError(f"{qtype} data rows must be a multiple of {size} bytes, "
                          f"found shape {data.shape}")
-    blk = data.reshape(-1, size)
-    d = blk[:, 0:2].copy().view(np.float16).astype(np.float32)                   # [N, 1]
-    if qtype == "q8_0":
-        x = d * blk[:, 2:].view(np.int8).astype(np.float32)
-    else:
-        has_min = qtype in ("q4_1", "q5_1")
-        pos = 4 if has_min else 2
-        m = blk[:, 2:4].copy().view(np.float16).astype(np.float32) if has_min else None
-        q = np.empty((blk.shape[0], BLOCK), dtype=np.uint8)
-        if qtype.startswith("q5"):
-            high = np.unpackbits(blk[:, pos:pos + 4], axis=-1, bitorder="little")   # [N, 32]
-            pos += 4
-        else:
-            high = np.zeros((blk.shape[0], BLOCK), dtype=np.uint8)
-        nib = blk[:, pos:pos + 16]
-        q[:, :16] = nib & np.uint8(0x0F)
-        q[:, 16:] = nib >> np.uint8(4)
-        q = q | (high << np.uint8(4))
-        if has_min:
-            x = d * q.astype(np.float32) + m
-        else:
-            offset = 8 if qtype == "q4_0" else 16
-            x = d * (q.astype(np.float32) - np.float32(offset))
-    shape = data.shape
-    return x.reshape(*shape[:-1], shape[-1] // size * BLOCK)
+    shape = (*data.shape[:-1], data.shape[-1] // size * BLOCK)
+    return blocks.dequantize(data.reshape(-1), blocks.TYPE_IDS[qtype.upper()], shape)
 
 
 def quantize_with_error(x: np.ndarray, qtype: str) -> tuple[np.ndarray, float]:

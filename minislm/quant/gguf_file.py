@@ -1,15 +1,5 @@
-"""The GGUF container (version 3), written from the format definition (ggml docs/gguf.md).
-
-    header    "GGUF" | version u32 = 3 | n_tensors u64 | n_kv u64
-    metadata  n_kv × (key: string, type: u32, value)
-    tensors   n_tensors × (name: string, n_dims u32, ne[0..n_dims) u64, ggml type u32, offset u64)
-    padding   to `general.alignment` (32)
-    data      each tensor's bytes at its offset (relative to the data start), 32-aligned
-
-string = u64 byte length + UTF-8 bytes; arrays = element type u32 + count u64 +
-elements. All integers little-endian. `ne` lists dimensions innermost first: a
-NumPy matrix [rows, cols] has ne = (cols, rows), and a quantized row is `cols/32`
-blocks (see gguf_blocks.py).
+"""Writing a GGUF v3 file atomically; the container's layout is described (and read) in
+minislm/gguf/reader.py, the block formats in minislm/gguf/blocks.py.
 """
 from __future__ import annotations
 
@@ -19,13 +9,12 @@ import numpy as np
 
 from ..checkpoint import atomic_write_bytes
 from ..errors import InputError
+from ..gguf.blocks import TYPE_IDS
+from ..gguf.reader import ALIGNMENT, ARRAY, BOOL, FLOAT32, INT32, INT64, STRING, UINT32, UINT64
 
-ALIGNMENT = 32
-# GGUF metadata value types
-UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, \
-    FLOAT64 = range(13)
-# ggml tensor types used here
-GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8}
+# ggml tensor types written here
+GGML_TYPES = {name: TYPE_IDS[name.upper()] for name in ("f32", "f16", "q4_0", "q4_1", "q5_0",
+                                                         "q5_1", "q8_0")}
 
 
 def _string(s: str) -> bytes:

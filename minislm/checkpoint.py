@@ -47,6 +47,8 @@ NUMPY_TO_CODE = {np.dtype("float64"): "F64", np.dtype("float32"): "F32",
                  np.dtype("uint64"): "U64", np.dtype("bool"): "BOOL"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# safetensors files minislm writes beside the weights: never read as a shard of the model
+NOT_WEIGHTS = ("masks.safetensors", "trainer_state.safetensors", "adapter_model.safetensors")
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -77,10 +79,15 @@ def read_header(path) -> tuple[dict, dict, int]:
                 raise CheckpointError(f"{path}: file is {size} bytes, too short for a safetensors "
                                       "header (expected at least 8)")
             (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, MAX_HEADER_BYTES):
+            if n > size - 8:
                 raise CheckpointError(f"{path}: header length field says {n} bytes but the file "
                                       f"has only {size - 8} bytes after it (truncated or not "
                                       "a safetensors file)")
+            if n > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: header length field says {n} bytes, over the "
+                                      f"{MAX_HEADER_BYTES // 2 ** 20} MiB limit for a safetensors "
+                                      "header (real headers take kilobytes: a corrupted or "
+                                      "hostile file)")
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e})") from None
@@ -197,7 +204,7 @@ def checkpoint_files(folder) -> list[Path]:
     single = folder / "model.safetensors"
     if single.exists():
         return [single]
-    shards = sorted(folder.glob("*.safetensors"))
+    shards = sorted(p for p in folder.glob("*.safetensors") if p.name not in NOT_WEIGHTS)
     if shards:
         return shards
     pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
@@ -205,7 +212,10 @@ def checkpoint_files(folder) -> list[Path]:
         raise CheckpointError(f"{folder}: only pickle checkpoints found ({', '.join(pickles)}); "
                               "unpickling can run arbitrary code, so minislm refuses them. "
                               "Convert them to safetensors with the tool you trust first.")
-    raise CheckpointError(f"{folder}: no *.safetensors weights found")
+    others = sorted(p.name for p in folder.glob("*.safetensors"))
+    raise CheckpointError(f"{folder}: no *.safetensors weights found" +
+                          (f" ({', '.join(others)} hold other data, not the model's weights)"
+                           if others else ""))
 
 
 def read_checkpoint(folder, dtype=None) -> tuple[dict[str, np.ndarray], dict]:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.__stdout__, sys.__stderr__):   # a non-UTF-8 folder name (bytes on
+        if hasattr(stream, "reconfigure"):                # Linux) prints as its own bytes
+            stream.reconfigure(errors="surrogateescape")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:           # --help (0) or a refused command line (2)

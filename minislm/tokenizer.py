@@ -5,6 +5,7 @@ are assembled into the same byte-level BPE.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import InputError, TokenizerError
@@ -21,14 +22,16 @@ def load_tokenizer(folder, vocab_size: int | None = None):
     for name in ("tokenizer.json", "vocab.json", "merges.txt"):
         if (folder / name).exists() and not (folder / name).is_file():   # FIFOs would block
             raise TokenizerError(f"{folder / name}: not a regular file")
+    # Files are read here and handed over as text: the library only takes UTF-8 paths, and
+    # a folder name need not be UTF-8 (Linux paths are bytes).
     try:
         if path.exists():
-            tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_str(path.read_text(encoding="utf-8"))
         elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
             from tokenizers import decoders, models, pre_tokenizers
             path = folder / "vocab.json"
-            tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"),
-                                                 str(folder / "merges.txt")))
+            vocab = json.loads(path.read_text(encoding="utf-8"))
+            tok = Tokenizer(models.BPE(vocab, _merges(folder / "merges.txt")))
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
             tok.decoder = decoders.ByteLevel()
         else:
@@ -42,6 +45,19 @@ def load_tokenizer(folder, vocab_size: int | None = None):
         raise TokenizerError(f"{path}: tokenizer has {tok.get_vocab_size()} tokens but the "
                              f"model's vocab_size is {vocab_size} (expected at most that many)")
     return tok
+
+
+def _merges(path: Path) -> list[tuple[str, str]]:
+    """GPT-2's merges.txt: an optional '#version' line, then one 'left right' pair a line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if lines and lines[0].startswith("#version"):
+        lines = lines[1:]
+    pairs = [tuple(line.split(" ")) for line in lines if line]
+    bad = next((i for i, pair in enumerate(pairs) if len(pair) != 2), None)
+    if bad is not None:
+        raise TokenizerError(f"{path}: expected 'left right' merge pairs, found "
+                             f"{' '.join(pairs[bad])!r}")
+    return pairs
 
 
 def _library_error(e: BaseException) -> bool:

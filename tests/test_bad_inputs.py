@@ -146,6 +146,17 @@ def test_header_length_field_lies(base, n):
     refused("safetensors header length", lambda: read_safetensors(path), CheckpointError, [path])
 
 
+def test_header_over_the_cap_is_not_called_truncated(base):
+    """A 101 MiB sparse file whose header claims 100 MiB + 1 byte: the cap, not truncation."""
+    path = fresh(base) / "model.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", 100 * 2 ** 20 + 1))
+        f.truncate(101 * 2 ** 20)                 # a hole: no disk used
+    error = refused("safetensors header length", lambda: read_safetensors(path),
+                    CheckpointError, [path, "100 MiB limit"])
+    assert "truncated" not in str(error)
+
+
 @fuzz(20)
 @given(st.binary(min_size=1, max_size=64))
 def test_header_is_not_json(base, junk):
@@ -352,6 +363,14 @@ FOLDER_CASES = {
     "tokenizer.json is a folder": (lambda f: ((f / "tokenizer.json").unlink(),
                                               (f / "tokenizer.json").mkdir()), TokenizerError,
                                    "tokenizer.json"),
+    "weights deleted, masks left": (lambda f: ((f / "model.safetensors").unlink(),
+                                               write_safetensors(f / "masks.safetensors", {
+                                                   "transformer.h.0.mlp.c_fc.weight":
+                                                   np.ones((2, 2), np.uint8)})),
+                                    CheckpointError, "masks.safetensors hold other data"),
+    "weights deleted, trainer state left": (lambda f: (
+        (f / "model.safetensors").rename(f / "trainer_state.safetensors")),
+        CheckpointError, "trainer_state.safetensors hold other data"),
     "vocab.json/merges.txt broken": (lambda f: ((f / "tokenizer.json").unlink(),
                                                 (f / "vocab.json").write_text("[]"),
                                                 (f / "merges.txt").write_text("a b c\n")),
@@ -1221,6 +1240,36 @@ def test_undecodable_prompt_bytes_from_a_real_command_line(gpt2_dir):
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("minislm: error: generate: argument --prompt") and \
         "0xff" in done.stderr, done.stderr
+
+
+def test_named_pipe_as_eval_data_is_called_a_pipe(more_paths, capsys, base):
+    fifo = base / "data.fifo"
+    os.mkfifo(fifo)
+    rc, out, err = run_cli(["eval", "--model", more_paths["gpt2"], "--task", "ppl", "--data",
+                            fifo, "--no-log"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "named pipe" in err, err
+    assert "does not exist" not in err
+    COUNT["command line"] += 1
+
+
+def test_folder_names_that_are_not_utf8(more_paths, base, gpt2_dir):
+    """Linux names are bytes: quantize --out writes such a folder, and commands read it
+    (once: a TokenizerError from a folder `quantize --out` had just created)."""
+    copy = base / "m\udcff"                       # the name b"m\xff", as Python decodes it
+    shutil.copytree(gpt2_dir, copy)
+    minislm.load(copy)
+    out = os.fsencode(base / "q\udcfe")
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONIOENCODING="utf-8:strict")
+    for argv in (["quantize", "--model", os.fsencode(copy), "--method", "rtn", "--group-size",
+                  "8", "--out", out],
+                 ["generate", "--model", out, "--prompt", "w1", "--max-new-tokens", "2"],
+                 ["eval", "--model", out, "--task", "ppl", "--data", str(more_paths["text"]),
+                  "--limit", "40", "--no-log"]):
+        done = subprocess.run([sys.executable, "-m", "minislm", *argv], env=env,
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-800:]
+        if argv[0] == "quantize":                   # the name printed as its own bytes
+            assert b"wrote " + out + b"\n" in done.stdout, done.stdout
 
 
 def test_library_encode_refuses_lone_surrogates(gpt2):

@@ -56,6 +56,7 @@ of ``.txt`` files such as WikiText-2) and cut it with :func:`split_text`.
 import ast
 import functools
 import hashlib
+import stat
 import sys
 import sysconfig
 from pathlib import Path
@@ -234,6 +235,9 @@ def load_text_corpus(path) -> str:
         files = sorted(path.rglob("*.txt"))
         if not files:
             raise InputError(f"folder {path} holds no .txt files; expected a text file or a folder of .txt files")
+    elif path.exists():                     # a FIFO or device: reading it could block forever
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+        raise InputError(f"corpus path {path} is {kind}; expected a text file or a folder of .txt files")
     else:
         raise InputError(f"corpus path {path} does not exist; expected a text file or a folder of .txt files")
     texts = [_read_text_file(file) for file in files]

@@ -282,6 +282,7 @@ def calibration_batches(model, source=None, n_samples: int = 128, seqlen: int | 
     if seqlen > model.config.max_position:
         raise InputError(f"calibration seqlen {seqlen} exceeds the model's max_position "
                          f"({model.config.max_position})")
+    resources.check_calibration(model, n_samples, seqlen)   # before reading and cutting text
     if text is None:
         text = calibration_text(source)
     elif not text.strip():

@@ -20,10 +20,11 @@ What is counted, and why (the accounting is deliberately pessimistic):
   activations  one forward pass over a window of T tokens (B = 1 when loading):
                residual stream and norms ≈ 4·C, q/k/v (H + 2K)·D, MLP 3·F, logits V
                per token, plus the H·T·T attention scores.
-  calibration  the calibration windows' hidden states kept between blocks
-               (2 · N·T·C, inputs and outputs of the block being compressed), the
+  calibration  the N windows' token ids (N·T int64), their hidden states kept between
+               blocks (2 · N·T·C, inputs and outputs of the block being compressed), the
                largest float64 Hessian XᵀX with its Cholesky temporaries (4 · d_in²·8),
-               and the activations of one window.
+               and the activations of one window. Checked before the windows are cut
+               from the text, so an absurd --n-samples is refused at once.
 
 What is available: `MINISLM_MEMORY_LIMIT` if set (e.g. "4GB", "512MiB", "1.5G", a
 byte count; decimal suffixes are powers of 1000, "iB" ones powers of 1024), else
@@ -144,11 +145,13 @@ def forward_bytes(config, seqlen: int, batch: int = 1, itemsize: int = 4) -> int
 
 
 def calibration_bytes(config, n_samples: int, seqlen: int, itemsize: int = 4) -> int:
-    """Calibration working set: block inputs/outputs of all windows, a Hessian, one forward."""
+    """Calibration working set: the windows' ids, block inputs/outputs of all windows, a
+    Hessian, one forward."""
     d_in = max(config.d_model, config.d_ff, config.n_head * config.head_dim)
+    windows = n_samples * seqlen * 8
     hidden = 2 * n_samples * seqlen * config.d_model * itemsize
     hessian = 4 * d_in * d_in * 8
-    return hidden + hessian + forward_bytes(config, seqlen, 1, itemsize)
+    return windows + hidden + hessian + forward_bytes(config, seqlen, 1, itemsize)
 
 
 def require(needed: int, what: str, breakdown: str = "") -> None:
@@ -187,5 +190,6 @@ def check_calibration(model, n_samples: int, seqlen: int) -> int:
     itemsize = np.dtype(model.dtype).itemsize
     needed = calibration_bytes(model.config, n_samples, seqlen, itemsize)
     require(needed, f"calibrating on {n_samples} windows of {seqlen} tokens",
-            "hidden states of every window, a float64 Hessian, one forward pass")
+            "token ids and hidden states of every window, a float64 Hessian, one forward "
+            "pass")
     return needed

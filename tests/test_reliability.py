@@ -447,6 +447,26 @@ def test_calibration_preflight(gpt2_dir, monkeypatch):
     assert calls == list(range(model.config.n_layer))
 
 
+@pytest.mark.parametrize("argv", [
+    ["quantize", "--method", "gptq", "--group-size", "8", "--n-samples", "100000000"],
+    ["prune", "--method", "wanda", "--sparsity", "0.5", "--calib-samples", "100000000"]])
+def test_absurd_calibration_is_refused_before_the_windows_are_cut(gpt2_dir, base, monkeypatch,
+                                                                   capsys, argv):
+    """Once: minutes spent reading the text and cutting 10⁸ windows before the preflight."""
+    from minislm import calibration
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibration text read before the memory preflight")
+
+    monkeypatch.setattr(calibration, "calibration_text", never)
+    monkeypatch.setattr(calibration, "token_windows", never)
+    out = base / f"absurd-{argv[0]}"
+    rc = cli_main([argv[0], "--model", str(gpt2_dir), *argv[1:], "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("minislm: error: calibrating on 100000000 windows"), err
+    assert "token ids" in err and not out.exists()
+
+
 # =========================================================== numerical hazards
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_nan_activations_are_reported_with_the_layer(base, family):

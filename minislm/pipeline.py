@@ -51,11 +51,12 @@ import numpy as np
 
 from .checkpoint import atomic_write_text
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import options_text, write_report
 from .evaluate.summary import summarize
 from .model import families
+from .outputs import check_output, mark_output, output_lock
 
 DEFAULT_MODEL = "weights/tiny-gpt2"
 DEFAULT_EVAL = {
@@ -268,6 +269,7 @@ class Context:
     calibration: dict
     progress: bool = True
     seed: int = 0
+    overwrite: bool = False              # replace stage folders minislm did not write
     before_quantize: object = None       # the float model the last quantize stage started from
     _calib_ids: object = None
 
@@ -392,7 +394,8 @@ def run_export(model, o, ctx):
     from . import save
     export = ctx.out / "export"
     if "hf" in o["formats"]:
-        save(model, export / "hf")
+        check_output(export / "hf", overwrite=ctx.overwrite, what="export folder")
+        save(model, mark_output(export / "hf", "compress"))
     if "gguf" in o["formats"]:
         gguf = _technique("minislm.quant.gguf_export", "export")
         gguf.export_gguf(model, export / f"model-{o['gguf_type']}.gguf", qtype=o["gguf_type"])
@@ -570,13 +573,18 @@ def cost_verdict(folder: Path, device: str) -> dict:
 
 
 # ============================================================================ running
-def _save_model_dir(model, folder: Path) -> None:
-    """Save to folder/model via a temporary sibling renamed into place (never half written)."""
+def _save_model_dir(model, folder: Path, overwrite: bool = False) -> None:
+    """Save to folder/model via a temporary sibling renamed into place (never half written).
+
+    Only folders minislm wrote (they carry its marker) are replaced, unless `overwrite`.
+    """
     from . import save
     final, partial = folder / "model", folder / "model.partial"
+    for path in (final, partial):
+        check_output(path, overwrite=overwrite, what="stage folder")
     if partial.exists():
         shutil.rmtree(partial)
-    save(model, partial)
+    save(model, mark_output(partial, "compress"))
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
@@ -613,14 +621,16 @@ def _write_marker(folder: Path, st: PlannedStage, metrics: dict, seconds: float,
 
 def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval_options: dict,
                resume: bool, on_row=None, baseline_folder=None,
-               baseline_key: str = "") -> tuple[object, list[Row]]:
+               baseline_key: str = "", finished: set | None = None) -> tuple[object, list[Row]]:
     """Run (or resume) each planned stage; folder_of(stage) is where its output lives.
 
-    A finished stage (marker with the same key) is loaded instead of run; if the
-    evaluation options changed since, it is only re-evaluated. Returns the final
-    model and one Row per stage (the baseline first when baseline_folder is
-    given, reused when its marker has `baseline_key`). on_row(rows) is called
-    after every row.
+    With `resume`, a finished stage (marker with the same key) is loaded instead
+    of run; if the evaluation options changed since, it is only re-evaluated.
+    `finished`: folders written earlier in this same run (a sweep's shared
+    prefixes), reused even without resume; the folders this call writes are added.
+    Returns the final model and one Row per stage (the baseline first when
+    baseline_folder is given, reused when its marker has `baseline_key`).
+    on_row(rows) is called after every row.
     """
     from . import load
     rows = []
@@ -641,7 +651,7 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
             on_row(rows)
     for st in planned:
         folder = folder_of(st)
-        marker = _marker(folder) if resume else None
+        marker = _marker(folder) if resume or folder in (finished or ()) else None
         _, _, run = STAGES[st.name]
         if marker is not None and marker.get("key") == st.key and (folder / "model").exists():
             if st.name == "quantize":          # EoRA after a resumed quantize needs it
@@ -658,13 +668,15 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
             produced = run(model, st.options, ctx)
             seconds = time.perf_counter() - start
             folder.mkdir(parents=True, exist_ok=True)
-            _save_model_dir(produced, folder)
+            _save_model_dir(produced, folder, ctx.overwrite)
             # go on with what a user gets from the folder, as a resumed run does
             model = load(folder / "model")
             metrics = evaluate_stage(model, folder / "model", eval_options, ctx.progress)
             _write_marker(folder, st, metrics, seconds, eval_options)
             rows.append(Row(st.label, st.name, st.options, metrics, seconds, False,
                             str(folder / "model"), st.given))
+            if finished is not None:
+                finished.add(folder)
         if on_row:
             on_row(rows)
     return model, rows
@@ -717,27 +729,48 @@ def report_rows(rows: list[Row]) -> list[dict]:
             for r in rows]
 
 
+def input_paths(pc: PipelineConfig) -> list:
+    """Everything a pipeline reads: the model folder and the data files (an output
+    folder must neither be nor hold any of them)."""
+    stage_data = [st.get("data") for st in pc.stages if isinstance(st, dict)]
+    return [pc.model, pc.eval["ppl_data"], pc.calibration["data"],
+            *(d for d in stage_data if isinstance(d, str))]
+
+
 def compress(raw_config: dict, out, model_path: str | None = None, resume: bool = False,
-             progress: bool = True, threads: int | None = None) -> tuple[list[Row], str]:
+             progress: bool = True, threads: int | None = None,
+             overwrite: bool = False) -> tuple[list[Row], str]:
     """Run a pipeline config into folder `out`; returns (rows, report Markdown).
 
     threads: BLAS threads for the whole run (None: 1 for a small model, see
     `evaluate.facts.auto_threads`; the BLAS default otherwise).
+    overwrite: write into a non-empty `out` (or stage folder) minislm did not write.
+    Two runs cannot write one `out` at once (`outputs.output_lock`).
     """
-    from . import load
     pc = pipeline_config(raw_config, model_path)
     model_dir = Path(pc.model)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
     identity = run_identity(model_dir, pc.calibration, pc.seed)
     planned = plan(pc.stages, Config.from_file(model_dir / "config.json"), identity)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output(out, input_paths(pc), overwrite)
+    for st in planned:                   # a stage folder holding a user's files: refused now
+        check_output(out / "stages" / st.label / "model", overwrite=overwrite,
+                     what="stage folder")
+    with output_lock(out, "compress"):
+        mark_output(out, "compress")
+        return _compress_into(out, pc, planned, identity, resume, progress, threads, overwrite)
+
+
+def _compress_into(out: Path, pc: PipelineConfig, planned: list, identity: str, resume: bool,
+                   progress: bool, threads: int | None, overwrite: bool):
+    from . import load
     atomic_write_text(out / "pipeline.json", json.dumps(
         {"model": pc.model, "stage": pc.stages, "eval": pc.eval, "calibration": pc.calibration,
          "seed": pc.seed}, indent=1) + "\n")
-    ctx = Context(out=out, calibration=pc.calibration, progress=progress, seed=pc.seed)
-    model = load(model_dir)
+    ctx = Context(out=out, calibration=pc.calibration, progress=progress, seed=pc.seed,
+                  overwrite=overwrite)
+    model = load(pc.model)
     stages_dir = out / "stages"
     preamble = (f"Model `{pc.model}`; stages: {' → '.join(st.name for st in planned) or 'none'}."
                 f" Perplexity: first {pc.eval['ppl_tokens']} tokens of "

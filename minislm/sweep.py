@@ -30,7 +30,9 @@ from .config import Config
 from .errors import ConfigError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import write_report
-from .pipeline import STAGES, Context, pipeline_config, plan, require, run_identity, run_stages
+from .outputs import check_output, mark_output, output_lock
+from .pipeline import (STAGES, Context, input_paths, pipeline_config, plan, require,
+                       run_identity, run_stages)
 
 
 NONE_VALUES = (None, 0, "none", False, "")
@@ -93,13 +95,14 @@ def grid(axes: list[Axis]) -> list[tuple[dict, list]]:
 
 
 def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool = True,
-          threads: int | None = None):
+          threads: int | None = None, resume: bool = False, overwrite: bool = False):
     """Run every grid point into folder `out`; returns (rows, report Markdown).
 
-    A stage is reused whenever a finished folder with the same key exists, so
+    A stage shared by several points is computed once per run. With `resume`, a
+    stage is also reused whenever a finished folder with the same key exists, so
     re-running a sweep (or extending its axes) only computes what is new.
+    overwrite: write into a non-empty `out` minislm did not write.
     """
-    from . import load
     pc = pipeline_config(raw_config, model_path)
     if pc.stages:
         raise ConfigError("a sweep config sets its stages through [[sweep.axis]]; remove the "
@@ -118,10 +121,20 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
                            plan(stages, config, identity)))
         except ConfigError as e:
             raise ConfigError(f"sweep point {label or 'baseline'}: {e}") from None
-    out = Path(out)
+    out = check_output(out, input_paths(pc), overwrite)
+    with output_lock(out, "sweep"):
+        mark_output(out, "sweep")
+        return _sweep_into(out, pc, axes, points, identity, progress, threads, resume,
+                           overwrite)
+
+
+def _sweep_into(out: Path, pc, axes: list[Axis], points: list, identity: str, progress: bool,
+                threads: int | None, resume: bool, overwrite: bool):
+    from . import load
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    base = load(model_dir)
+    base = load(pc.model)
+    finished = set()
     rows = []
     columns = [("label", "Config")] + [(f"axis:{a.name}", a.name) for a in axes]
     preamble = (f"Model `{pc.model}`; grid {' × '.join(f'{a.name} {a.values}' for a in axes)}"
@@ -133,11 +146,11 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
         for values, label, planned in points:
             exports = out / "exports" / (planned[-1].key[:12] if planned else "baseline")
             ctx = Context(out=exports, calibration=pc.calibration, progress=progress,
-                          seed=pc.seed)
+                          seed=pc.seed, overwrite=overwrite)
             _, stage_rows = run_stages(
                 base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}", ctx, pc.eval,
-                resume=True, baseline_folder=None if planned else cache / "baseline",
-                baseline_key=identity)
+                resume=resume, baseline_folder=None if planned else cache / "baseline",
+                baseline_key=identity, finished=finished)
             last = stage_rows[-1]
             rows.append({"label": label, "metrics": last.metrics,
                          "seconds": round(sum(r.seconds for r in stage_rows), 2),

@@ -273,6 +273,127 @@ def test_commands_never_modify_their_inputs(commands, gpt2_dir, corpus, monkeypa
     assert corpus.read_bytes() == before[1], f"{name} modified the input corpus"
 
 
+# =========================================================== outputs: never over a user's files
+WRITERS = ["quantize", "prune", "export-gguf", "compress", "sweep", "finetune", "distill",
+           "train"]
+
+
+def _with_out(argv, out):
+    argv = [str(a) for a in argv]
+    argv[argv.index("--out") + 1] = str(out)
+    return argv
+
+
+def _refused(argv, capsys, *words):
+    rc = cli_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, f"{argv[0]} accepted {argv}: {err[-500:]}"
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("minislm: error:") and all(w in line for w in words), err
+    return line
+
+
+@pytest.fixture()
+def users_folder(tmp_path, gpt2_dir):
+    """A folder holding another model and the files a save would replace or delete."""
+    folder = make_checkpoint(tmp_path / "my-llama", "llama", seed=3)
+    for name in ("masks.safetensors", "model.safetensors.index.json", "adapter_config.json",
+                 "adapter_model.safetensors", "notes.txt"):
+        (folder / name).write_text(f"the user's {name}\n")
+    return folder
+
+
+def test_export_gguf_never_overwrites_its_input(gpt2_dir, capsys):
+    """issue 13 item 1: `export-gguf --out m/model.safetensors` destroyed the checkpoint."""
+    before = tree_hashes(gpt2_dir)
+    for target in ("model.safetensors", "config.json", "new.gguf"):
+        _refused(["export-gguf", "--model", str(gpt2_dir), "--type", "q8_0", "--out",
+                  str(gpt2_dir / target), "--overwrite"], capsys, "input")
+    assert tree_hashes(gpt2_dir) == before
+    from minislm.errors import InputError
+    from minislm.quant.gguf_export import export_gguf
+    with pytest.raises(InputError, match="input"):            # the library writer, too
+        export_gguf(minislm.load(gpt2_dir), gpt2_dir / "model.safetensors", "q8_0")
+    assert tree_hashes(gpt2_dir) == before
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_writers_refuse_a_folder_minislm_did_not_write(commands, users_folder, capsys, name,
+                                                       monkeypatch, base):
+    """issue 13 item 2: writing into a folder holding another model replaced its config,
+    weights and tokenizer and deleted masks.safetensors / the shard index."""
+    monkeypatch.setenv("MINISLM_RUNS", str(base / "runs.jsonl"))
+    before = tree_hashes(users_folder)
+    target = users_folder / "model.gguf" if name == "export-gguf" else users_folder
+    if name == "export-gguf":                  # a file that is not a GGUF file
+        target.write_text("not a gguf\n")
+        before = tree_hashes(users_folder)
+    argv = _with_out(commands[name], target)
+    if name == "finetune":
+        argv += ["--lora-rank", "2"]           # the adapter_config.json case
+    _refused(argv, capsys, "--overwrite")
+    assert tree_hashes(users_folder) == before, f"{name} touched the user's folder"
+
+
+def test_overwrite_and_rerun(commands, users_folder, tmp_path, capsys):
+    """--overwrite lets a command replace a user's folder; minislm's own output is
+    recognised by its marker, so running the same command again needs no --overwrite."""
+    assert cli_main(_with_out(commands["quantize"], users_folder) + ["--overwrite"]) == 0
+    assert minislm.load(users_folder).config.family == "gpt2"
+    fresh = tmp_path / "q"
+    for _ in range(2):
+        assert cli_main(_with_out(commands["quantize"], fresh)) == 0
+    assert (fresh / "minislm_output.json").is_file()
+    capsys.readouterr()
+
+
+def test_compress_never_deletes_a_user_file_in_a_stage_folder(commands, tmp_path, capsys):
+    """issue 13 item 2: compress ran rmtree on stages/NN/model/ holding a user file."""
+    out = tmp_path / "c"
+    argv = _with_out(commands["compress"], out)
+    assert cli_main(argv) == 0
+    stage = out / "stages" / "01_quantize" / "model"
+    (stage / "minislm_output.json").unlink()            # a folder the user made ...
+    (stage / "thesis-results.txt").write_text("mine\n")  # ... holding a user's file
+    _refused(argv, capsys, "stage folder", "--overwrite")
+    assert (stage / "thesis-results.txt").read_text() == "mine\n"
+    assert cli_main(argv + ["--overwrite"]) == 0
+    capsys.readouterr()
+
+
+def test_outputs_inside_or_around_inputs_are_refused(commands, gpt2_dir, corpus, base,
+                                                     capsys):
+    """issue 13 item 3: `finetune --out m`, `compress --model m --out m` and
+    `quantize --out m/q` were accepted and modified the input."""
+    before = tree_hashes(gpt2_dir), corpus.read_bytes()
+    cases = [("finetune", gpt2_dir, ["--lora-rank", "2"]), ("compress", gpt2_dir, []),
+             ("quantize", gpt2_dir / "q", []), ("prune", gpt2_dir.parent, []),
+             ("train", base, []), ("distill", corpus, []), ("sweep", gpt2_dir / "s", []),
+             ("export-gguf", gpt2_dir / "m.gguf", [])]
+    for name, out, extra in cases:
+        _refused(_with_out(commands[name], out) + extra + ["--overwrite"], capsys, "input")
+    assert tree_hashes(gpt2_dir) == before[0] and corpus.read_bytes() == before[1]
+    assert not (gpt2_dir / "q").exists() and not (gpt2_dir / "s").exists()
+
+
+def test_two_compress_runs_cannot_share_an_out(commands, tmp_path, capsys):
+    """issue 13 item 19: two concurrent `compress` runs on one --out both exited 0 and
+    mixed their reports. A live lock refuses the second run; a stale one is taken over."""
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "minislm_output.json").write_text("{}")
+    with reaped(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])) as other:
+        (out / "minislm.lock").write_text(f"{other.pid} minislm compress\n")
+        _refused(_with_out(commands["compress"], out), capsys, f"pid {other.pid}")
+        assert not (out / "stages").exists()
+        other.kill()
+        other.wait()
+    assert cli_main(_with_out(commands["compress"], out)) == 0     # the lock was stale
+    assert not (out / "minislm.lock").exists()                     # released at the end
+    capsys.readouterr()
+
+
+
 # =========================================================== resume after a kill
 def _kill_when(argv, condition, what, sig=signal.SIGKILL):
     """Run `minislm argv` in a subprocess and send `sig` once condition() holds.

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from . import add_overwrite
+
 NAME = "compress"
 HELP = "compress a model stage by stage (prune, LoRA, quantize, EoRA, export) and report"
 
@@ -14,6 +16,7 @@ def add_arguments(p):
                    "default weights/tiny-gpt2)")
     p.add_argument("--out", required=True, help="output folder (stages, report.md)")
     p.add_argument("--resume", action="store_true", help="skip stages already finished in --out")
+    add_overwrite(p)
     add_run_options(p)
 
 
@@ -33,7 +36,7 @@ def run(args) -> int:
     start = time.perf_counter()
     raw = load_config(args.config) if args.config else DEFAULT_PIPELINE
     rows, report = compress(raw, args.out, args.model, args.resume, progress=not args.quiet,
-                           threads=args.threads)
+                           threads=args.threads, overwrite=args.overwrite)
     wall = time.perf_counter() - start
     print(report)
     print(f"report: {args.out}/report.md  ({wall:.1f} s, "

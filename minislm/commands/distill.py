@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import options
+from . import add_overwrite, options
 
 NAME = "distill"
 HELP = "knowledge distillation: T²·KL(teacher‖student) mixed with the hard-label loss by α"
@@ -22,6 +22,7 @@ def add_arguments(p):
                    help="weight of the distillation term (1 - alpha on the hard labels)")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder for the trained student")
+    add_overwrite(p)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--batch-size", type=int, default=16)
@@ -50,6 +51,8 @@ def run(args) -> int:
     from minislm.checkpoint import atomic_write_text
     from minislm.evaluate.facts import auto_threads, blas_threads
     from minislm.errors import ConfigError
+    from minislm.outputs import check_output, mark_output
+    check_output(args.out, [args.teacher, args.student, args.data], args.overwrite)
     teacher, student = minislm.load(args.teacher), minislm.load(args.student)
     if student.tokenizer is None:
         raise ConfigError(f"{args.student}: the student folder has no tokenizer.json")
@@ -67,7 +70,7 @@ def run(args) -> int:
                                    args.alpha, args.lr, args.batch_size, args.seed)
     seconds = time.time() - start
     after = held_out_losses(teacher, trained, held_out, args.temperature, args.alpha, pad)
-    out = minislm.save(trained, args.out)
+    out = minislm.save(trained, mark_output(args.out, "distill"))
     log = {"command": "distill", **{k: v for k, v in vars(args).items() if not k.startswith("_")},
            "examples": len(examples), "held_out_before": dict(zip(("loss", "kd", "ce"), before)),
            "held_out_after": dict(zip(("loss", "kd", "ce"), after)),

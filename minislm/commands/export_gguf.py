@@ -1,6 +1,8 @@
 """minislm export-gguf: write a GGUF file (with tokenizer metadata) that llama.cpp runs."""
 from __future__ import annotations
 
+from . import add_overwrite
+
 NAME = "export-gguf"
 HELP = "export a GPT-2 or LLaMA checkpoint to GGUF (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1)"
 
@@ -11,11 +13,14 @@ def add_arguments(p):
     p.add_argument("--type", choices=EXPORT_TYPES, default="f16", help="tensor type (default f16)")
     p.add_argument("--out", required=True, help="output .gguf file")
     p.add_argument("--name", default=None, help="general.name (default: the folder name)")
+    add_overwrite(p)
 
 
 def run(args) -> int:
     import minislm
+    from minislm.outputs import check_output_file
     from minislm.quant.gguf_export import export_gguf
+    check_output_file(args.out, [args.model], args.overwrite, magic=b"GGUF")
     model = minislm.load(args.model)
     if model.tokenizer is None:
         print("note: the checkpoint has no tokenizer; the GGUF file holds no vocabulary "

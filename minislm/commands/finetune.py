@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import options
+from . import add_overwrite, options
 
 NAME = "finetune"
 HELP = "fine-tune a checkpoint on toolcall / requirements / a file: full, or LoRA adapters"
@@ -17,6 +17,7 @@ def add_arguments(p):
                         "or a plain-text file")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite(p)
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 3e-4 full, 1e-3 LoRA)")
     p.add_argument("--seed", type=options.seed, default=0)
@@ -52,8 +53,10 @@ def run(args) -> int:
     from minislm.errors import ConfigError
     from minislm.loading import save_tokenizer
     from minislm.model import families
+    from minislm.outputs import check_output, mark_output
     if args.lora_rank is None and (args.merge or args.targets):
         raise ConfigError("--merge and --targets need --lora-rank (LoRA fine-tuning)")
+    check_output(args.out, [args.model, args.data], args.overwrite)
     model = minislm.load(args.model)
     if args.add_tool_tokens:
         model = add_tokens(model)
@@ -74,14 +77,14 @@ def run(args) -> int:
                                     weight_decay=args.weight_decay)
     seconds = time.time() - start
     if args.lora_rank is not None and not args.merge:
-        out = lora.save_adapter(tuned, args.out, base_model_name_or_path=str(model.path),
+        out = lora.save_adapter(tuned, mark_output(args.out, "finetune"), base_model_name_or_path=str(model.path),
                                 modules_to_save=also_train)
         if args.add_tool_tokens:                  # the grown tokenizer goes with the adapter
             save_tokenizer(tuned, out)
         what = f"PEFT adapter ({len(lora.lora_weights(tuned))} layers, r={args.lora_rank}" + \
             (f", modules_to_save {also_train})" if also_train else ")")
     else:
-        out = minislm.save(lora.merge(tuned), args.out)
+        out = minislm.save(lora.merge(tuned), mark_output(args.out, "finetune"))
         what = "merged HF checkpoint" if args.lora_rank is not None else "HF checkpoint"
     log = {"command": "finetune", **{k: v for k, v in vars(args).items() if not k.startswith("_")},
            "examples": len(examples), "first_loss": losses[0], "last_loss": losses[-1],

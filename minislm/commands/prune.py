@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from . import options
+from . import add_overwrite, options
 
 NAME = "prune"
 HELP = "prune or trim a checkpoint (depth, width, magnitude, WANDA, SparseGPT)"
@@ -25,6 +25,7 @@ def add_arguments(p):
     p.add_argument("--model", required=True, help="HF checkpoint folder (never modified)")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output folder for the pruned checkpoint")
+    add_overwrite(p)
     g = p.add_argument_group("depth")
     g.add_argument("--importance", default="ppl",
                    choices=("magnitude", "taylor", "ppl", "block", "middle"),
@@ -62,8 +63,10 @@ def run(args) -> int:
     import minislm
     from minislm.calibration import calibration_batches
     from minislm.errors import ConfigError
+    from minislm.outputs import check_output, mark_output
     from minislm.prune import depth, magnitude, report, sparsegpt, wanda, width
 
+    check_output(args.out, [args.model, args.calib], args.overwrite)
     model = minislm.load(args.model)
     cfg = model.config
 
@@ -123,6 +126,6 @@ def run(args) -> int:
     print(f"parameters {model.num_params():,} -> {new.num_params():,}")
     print(report.format_report(report.sparsity_report(new), per_layer=args.method in
                                ("magnitude", "wanda", "sparsegpt")))
-    out = minislm.save(new, args.out)
+    out = minislm.save(new, mark_output(args.out, "prune"))
     print(f"wrote {out}")
     return 0

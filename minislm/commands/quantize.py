@@ -1,7 +1,7 @@
 """minislm quantize: write a packed quantized checkpoint (RTN, GPTQ or AWQ, optional EoRA)."""
 from __future__ import annotations
 
-from . import options
+from . import add_overwrite, options
 
 NAME = "quantize"
 HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gptq | awq)"
@@ -28,6 +28,7 @@ def add_arguments(p):
                    help="tokens per window (default min(512, max_position))")
     p.add_argument("--seed", type=options.seed, default=0)
     p.add_argument("--out", required=True, help="output folder")
+    add_overwrite(p)
 
 
 def run(args) -> int:
@@ -35,7 +36,9 @@ def run(args) -> int:
     from minislm.errors import ConfigError
     from minislm.calibration import calibration_batches
     from minislm.quant.model_quant import model_nbytes, quantize_model
+    from minislm.outputs import check_output, mark_output
     from minislm.quant.rtn import check_scheme
+    check_output(args.out, [args.model, args.calib], args.overwrite)
     check_scheme(args.bits, args.group_size)
     if args.eora_rank < 0 or args.damp < 0:
         raise ConfigError("--eora-rank and --damp must be non-negative")
@@ -46,7 +49,7 @@ def run(args) -> int:
     qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
                                     args.act_order, args.damp, args.eora_rank, calib,
                                     embeddings=args.embeddings)
-    out = minislm.save(qmodel, args.out)
+    out = minislm.save(qmodel, mark_output(args.out, "quantize"))
     for e in report:
         if "error" in e:
             extra = f"  (RTN {e['error_rtn']:.4g})" if "error_rtn" in e else ""

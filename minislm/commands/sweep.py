@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from . import add_overwrite
 from .compress import add_run_options
 
 NAME = "sweep"
@@ -14,6 +15,9 @@ def add_arguments(p):
                    "(see configs/sweep_tiny.toml)")
     p.add_argument("--model", help="HF checkpoint folder (overrides the config's model)")
     p.add_argument("--out", required=True, help="output folder (cache/, report.md)")
+    p.add_argument("--resume", action="store_true", help="reuse the stages an earlier run "
+                   "left in --out/cache (without it every stage is computed afresh)")
+    add_overwrite(p)
     add_run_options(p)
 
 
@@ -24,7 +28,7 @@ def run(args) -> int:
     start = time.perf_counter()
     raw = load_config(args.config)
     rows, report = sweep(raw, args.out, args.model, progress=not args.quiet,
-                         threads=args.threads)
+                         threads=args.threads, resume=args.resume, overwrite=args.overwrite)
     wall = time.perf_counter() - start
     print(report)
     print(f"report: {args.out}/report.md  ({wall:.1f} s, {len(rows)} points)")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import options
+from . import add_overwrite, options
 
 NAME = "train"
 HELP = "train a GPT-2/LLaMA model with the hand-written backward pass and AdamW"
@@ -32,6 +32,7 @@ def add_arguments(p):
                    help="'corpus' (CPython docstrings, default) or a text file / folder of .txt")
     p.add_argument("--out", required=True, help="output folder (HF model + trainer state)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    add_overwrite(p)
     arch = p.add_argument_group("new model (--init)")
     arch.add_argument("--tokenizer", help="folder with tokenizer.json (default: train a new one)")
     arch.add_argument("--vocab-size", type=int, default=4096, help="of a new tokenizer")
@@ -143,6 +144,7 @@ def run(args) -> int:
     import minislm
     from minislm.checkpoint import atomic_write_text
     from minislm.errors import ConfigError
+    from minislm.outputs import check_output, mark_output
     from minislm.train.data import eval_windows, token_stream, unigram_perplexity
     from minislm.train.trainer import TrainOptions, train
 
@@ -156,6 +158,7 @@ def run(args) -> int:
         clip=args.clip if args.clip > 0 else None, seed=args.seed,
         eval_every=args.eval_every, save_every=args.save_every)
     options.validate()                 # bad numbers refused before any data is read
+    check_output(out, [args.model, args.tokenizer, args.data], args.overwrite)
     splits = load_splits(args.data)
     if args.resume:
         model = minislm.load(out).replace(path=None)   # parameters come from the trainer state
@@ -166,6 +169,7 @@ def run(args) -> int:
     if args.seq_len > model.config.max_position:
         raise ConfigError(f"--seq-len {args.seq_len} exceeds the model's max_position "
                           f"({model.config.max_position})")
+    mark_output(out, "train")
     if args.init and not args.resume and model.tokenizer is not None:
         from minislm.data.tokenizer_train import save_tokenizer
         save_tokenizer(model.tokenizer, out, model_max_length=model.config.max_position)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import families
+from ..outputs import refuse_inputs
 from .gguf_blocks import TYPES as BLOCK_TYPES
 from .gguf_blocks import quantize_blocks
 from .gguf_file import write_gguf
@@ -206,7 +207,11 @@ def _encode(name: str, W: np.ndarray, qtype: str):
 
 
 def export_gguf(model, path, qtype: str = "f32", name: str | None = None):
-    """Write `model` as a GGUF file; returns (path, bytes written)."""
+    """Write `model` as a GGUF file; returns (path, bytes written).
+
+    Refuses a path in the folder the model was loaded from (inputs are never modified).
+    """
+    refuse_inputs(path, [model.path], what="GGUF file")
     meta, tensors = gguf_contents(model, qtype, name or (model.path.name if model.path
                                                          else "minislm-export"))
     out = write_gguf(path, meta, tensors)

@@ -53,6 +53,102 @@ def test_lazy_cholesky_sweep_equals_naive_obs_updates():
     assert np.mean(res.quantized.q == Q_ref) > 0.99
 
 
+def _reference_gptq_torch(W, H, bits, groupsize, sym, blocksize=128, percdamp=0.01,
+                          actorder=False, static_groups=False):
+    """GPTQ.fasterquant of IST-DASLab's gptq.py (as GPTQModel runs it), ported line by line
+    to torch from the paper's Algorithm 1 and references.md. Returns the codes [out, in].
+
+    Two deliberate departures, both minislm storage conventions outside the loop under
+    test: the scale is rounded *up* to float16 before use (minislm stores float16 scales
+    and quantizes with exactly those), and the Cholesky factor of H⁻¹ is computed in
+    float64 and cast to float32 (the loop itself runs in float32, as the reference's),
+    so the comparison is about the loop's decisions and not about factorisation round-off.
+    """
+    torch = pytest.importorskip("torch")
+    maxq = 2 ** bits - 1
+
+    def find_params(x):                                   # Quantizer.find_params(weight=True)
+        zero = torch.zeros(x.shape[0])
+        xmin = torch.minimum(x.min(1)[0], zero)
+        xmax = torch.maximum(x.max(1)[0], zero)
+        if sym:
+            xmax = torch.maximum(torch.abs(xmin), xmax)
+            xmin = torch.where(xmin < 0, -xmax, xmin)
+        scale = (xmax - xmin) / maxq
+        s16 = scale.half()                                # float16, rounded up (see above)
+        s16 = torch.where(s16.float() < scale, torch.nextafter(s16, torch.full_like(s16, 65504)),
+                          s16)
+        scale = s16.float()
+        zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-xmin / scale)
+        return scale[:, None], zero[:, None]
+
+    def quantize(x, scale, zero):                         # quant.quantize, codes kept
+        q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
+        return scale * (q - zero), q
+
+    W = torch.tensor(W, dtype=torch.float32).clone()
+    H = torch.tensor(H, dtype=torch.float64).clone()
+    columns = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if static_groups:
+        groups = [find_params(W[:, i:i + groupsize]) for i in range(0, columns, groupsize)]
+    perm = torch.arange(columns)
+    if actorder:
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
+    invperm = torch.argsort(perm)
+    damp = percdamp * torch.mean(torch.diag(H))
+    diag = torch.arange(columns)
+    H[diag, diag] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    Hinv = torch.linalg.cholesky(H, upper=True).float()
+
+    codes = torch.zeros_like(W)
+    scale, zero = find_params(W)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(count):
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            if groupsize != -1:
+                if not static_groups:
+                    if (i1 + i) % groupsize == 0:
+                        scale, zero = find_params(W[:, (i1 + i):(i1 + i + groupsize)])
+                else:
+                    scale, zero = groups[int(perm[i1 + i]) // groupsize]
+            q, code = quantize(w.unsqueeze(1), scale, zero)
+            codes[:, i1 + i] = code.flatten()
+            err1 = (w - q.flatten()) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    return codes[:, invperm].numpy().astype(np.uint8)
+
+
+@pytest.mark.parametrize("group_size, sym, act_order", [
+    (16, False, False), (32, True, False), (64, False, False), (128, False, False),
+    (PER_CHANNEL, False, False), (32, False, True), (64, True, True)])
+def test_gptq_codes_equal_a_torch_port_of_the_reference_loop(group_size, sym, act_order):
+    """Issue 13 item 13: bit-exact codes, also when a group starts inside a lazy block
+    (g < 128): its grid is computed from W before the block's own updates, as the
+    reference does. act-order uses the reference's static groups."""
+    X, W = _correlated(11, 600, 320, 24)             # 320 columns: 2½ lazy blocks of 128
+    X[:, 7] = 0.0                                    # a dead input
+    H = _hessian(X)
+    res = gptq_quantize(W, H, 4, group_size, sym, act_order=act_order)
+    ref = _reference_gptq_torch(W, H, 4, group_size, sym, actorder=act_order,
+                                static_groups=act_order)
+    mismatch = np.mean(res.quantized.q != ref)
+    assert mismatch == 0.0, f"{mismatch:.2%} of the codes differ from the reference loop"
+
+
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), bits=st.sampled_from([3, 4]),
        group_size=st.sampled_from([PER_CHANNEL, 16, 32]), sym=st.booleans(),

@@ -50,7 +50,11 @@ def check_finite(name: str, arr: np.ndarray, where) -> None:
 
 
 def load(path, dtype=np.float32) -> Model:
-    """Load an HF folder as a Model with float `dtype` weights (float32 default, float64 for tests)."""
+    """Load an HF folder (or a .gguf file) as a Model with float `dtype` weights (float32
+    default, float64 for tests)."""
+    if isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(".gguf"):
+        from .gguf.convert import load_gguf
+        return load_gguf(path, dtype)
     folder = resolve_folder(path)
     files = checkpoint_files(folder)            # refuses pickle-only folders first
     config = Config.from_file(folder / "config.json")

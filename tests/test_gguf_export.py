@@ -6,7 +6,8 @@ import pytest
 
 import minislm
 from minislm.quant.gguf_blocks import dequantize_blocks, quantize_blocks
-from minislm.quant.gguf_export import export_gguf, unpermute_rope_rows
+from minislm.gguf.convert import rope_rows_to_pairs
+from minislm.quant.gguf_export import export_gguf
 
 gguf = pytest.importorskip("gguf")
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
@@ -42,9 +43,9 @@ def models(tmp_path_factory):
     return out
 
 
-def test_unpermute_rope_rows_interleaves_halves():
+def test_rope_rows_to_pairs_interleaves_halves():
     W = np.arange(8, dtype=np.float32)[:, None]             # one head, D = 8: rows 0..7
-    np.testing.assert_array_equal(unpermute_rope_rows(W, 1)[:, 0], [0, 4, 1, 5, 2, 6, 3, 7])
+    np.testing.assert_array_equal(rope_rows_to_pairs(W, 1)[:, 0], [0, 4, 1, 5, 2, 6, 3, 7])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

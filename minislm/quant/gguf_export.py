@@ -18,7 +18,7 @@ Layout traps:
   * GGUF matrices are (out, in) rows: GPT-2's Conv1D (in, out) weights are transposed.
   * llama.cpp's LLaMA rotates *adjacent* pairs (the original Meta layout); HF rows
     are ordered for split halves, so q/k rows (and biases) are permuted back per
-    head: rows [h, 2, D/2] -> [h, D/2, 2] (`unpermute_rope_rows`), as
+    head: rows [h, 2, D/2] -> [h, D/2, 2] (`rope_rows_to_pairs`), as
     llama.cpp's converter does.
   * llama3 rope scaling is a per-frequency divisor tensor `rope_freqs`
     (1 for high frequencies, `factor` for low ones, blended in between).
@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..gguf.convert import rope_rows_to_pairs
 from ..model import families
 from ..outputs import refuse_inputs
 from .gguf_blocks import TYPES as BLOCK_TYPES
@@ -43,12 +44,6 @@ from .gguf_file import write_gguf
 EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
-
-
-def unpermute_rope_rows(W: np.ndarray, n_heads: int) -> np.ndarray:
-    """HF split-halves row order -> adjacent pairs, per head: rows [h, 2, D/2] -> [h, D/2, 2]."""
-    shape = W.shape
-    return W.reshape(n_heads, 2, shape[0] // n_heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
 def llama3_rope_factors(config) -> np.ndarray:
@@ -102,8 +97,8 @@ def _tensor_names(model):
         rows.append(("output.weight", "lm_head.weight", None))
     for i in range(cfg.n_layer):
         b = families.block_prefix(cfg, p, i)
-        rope_q = lambda W: unpermute_rope_rows(W, H)            # noqa: E731
-        rope_k = lambda W: unpermute_rope_rows(W, K)            # noqa: E731
+        rope_q = lambda W: rope_rows_to_pairs(W, H)            # noqa: E731
+        rope_k = lambda W: rope_rows_to_pairs(W, K)            # noqa: E731
         for src, dst, tr in (("input_layernorm", "attn_norm", None),
                              ("self_attn.q_proj", "attn_q", rope_q),
                              ("self_attn.k_proj", "attn_k", rope_k),

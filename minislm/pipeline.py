@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -55,7 +56,8 @@ from .errors import ConfigError, InputError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import options_text, write_report
 from .evaluate.summary import summarize
-from .model import families
+from .adapt.lora import target_linears
+from .model import Model, families
 from .outputs import check_output, mark_output, output_lock
 
 DEFAULT_MODEL = "weights/tiny-gpt2"
@@ -121,9 +123,13 @@ def _linear_widths(config: Config) -> set[int]:
 
 
 def check_finetune(o, cfg, where):
-    require(isinstance(o["steps"], int) and o["steps"] > 0, where, f"steps must be a positive "
-          f"integer, found {o['steps']!r}")
-    require(o["lr"] > 0, where, f"lr must be positive, found {o['lr']!r}")
+    for key in ("steps", "batch_size"):
+        require(isinstance(o[key], int) and o[key] > 0, where, f"{key} must be a positive "
+                f"integer, found {o[key]!r}")
+    require(isinstance(o["warmup"], int) and o["warmup"] >= 0, where, f"warmup must be a "
+            f"non-negative integer, found {o['warmup']!r}")
+    require(math.isfinite(o["lr"]) and o["lr"] > 0, where, f"lr must be a positive finite "
+            f"number, found {o['lr']!r}")
     require(o["data"] in ("corpus", "toolcall", "requirements") or Path(o["data"]).exists(), where,
           f"data must be 'corpus', 'toolcall', 'requirements' or an existing file, "
           f"found {o['data']!r}")
@@ -209,6 +215,17 @@ def check_width_prune(o, cfg, where):
 def check_lora(o, cfg, where):
     require(isinstance(o["rank"], int) and o["rank"] > 0, where,
           f"rank must be a positive integer, found {o['rank']!r}")
+    require(math.isfinite(o["alpha"]) and o["alpha"] > 0, where, f"alpha must be a positive "
+            f"finite number, found {o['alpha']!r}")
+    require(0 <= o["dropout"] < 1, where, f"dropout must lie in [0, 1), found {o['dropout']!r}")
+    shapes_only = Model(config=cfg, params={}, prefix=families.default_prefix(cfg))
+    try:
+        chosen = target_linears(shapes_only, o["targets"])
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    smallest = min(min(lin.d_in, lin.d_out) for lin in chosen)
+    require(o["rank"] <= smallest, where, f"rank {o['rank']} exceeds min(d_in, d_out) = "
+            f"{smallest} of the adapted layers")
     return check_finetune(o, cfg, where)
 
 
@@ -233,6 +250,8 @@ def check_quantize(o, cfg, where):
     require(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
     require(isinstance(o["eora_rank"], int) and o["eora_rank"] >= 0, where,
           f"eora_rank must be a non-negative integer, found {o['eora_rank']!r}")
+    require(math.isfinite(o["damp"]) and o["damp"] >= 0, where, f"damp must be a "
+            f"non-negative finite number, found {o['damp']!r}")
     g = o["group_size"]
     require(isinstance(g, int) and g >= -1, where, f"group_size must be a positive integer or "
           f"-1 (per output channel), found {g!r}")
@@ -502,21 +521,50 @@ def _merged(defaults: dict, given: dict, where: str) -> dict:
     return json.loads(json.dumps(options))                    # a deep copy
 
 
+NAMED_DATA = ("corpus", "toolcall", "requirements")
+
+
+def data_fingerprint(source) -> str | None:
+    """sha256 of what a data path holds: a file's bytes, or the names and bytes of every
+    *.txt below a folder (what `load_text_corpus` reads). None for the built-in data
+    (None, 'corpus', 'toolcall', 'requirements'). Keys hold this, not the path, so an
+    edited calibration or perplexity file is never mistaken for the old one."""
+    if source is None or source in NAMED_DATA:
+        return None
+    path = Path(source)
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt")) if path.is_dir() else []
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else "").encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def run_identity(model_dir: Path, calibration: dict, seed: int) -> str:
     """What every stage's output depends on besides its options: the checkpoint files
-    (name, size, modification time), the calibration settings and the seed."""
+    (name, size, modification time), the calibration settings, the contents of the
+    calibration data and the seed."""
     files = sorted(p for p in Path(model_dir).iterdir()
                    if p.suffix in (".json", ".safetensors") and p.is_file())
     stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return json.dumps([str(Path(model_dir).resolve()), stamp, calibration, seed],
+    return json.dumps([str(Path(model_dir).resolve()), stamp, calibration,
+                       data_fingerprint(calibration["data"]), seed],
                       sort_keys=True, default=str)
+
+
+def measurement_key(eval_options: dict) -> dict:
+    """The evaluation options plus the contents of the perplexity file: a stage whose
+    marker was measured with other options or another text is measured again."""
+    return {**eval_options, "ppl_data_sha256": data_fingerprint(eval_options["ppl_data"])}
 
 
 def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedStage]:
     """Validate every stage against the (predicted) model shape before any work."""
     if not isinstance(stage_list, list):
         raise ConfigError("'stage' must be a list of tables ([[stage]] in TOML)")
-    planned, cfg, quantized = [], model_config, False
+    planned, cfg, quantized, compensated = [], model_config, False, False
     key = hashlib.sha256(model_id.encode()).hexdigest()
     for i, given in enumerate(stage_list, 1):
         if not isinstance(given, dict) or "name" not in given:
@@ -535,9 +583,17 @@ def plan(stage_list: list, model_config: Config, model_id: str) -> list[PlannedS
         if name == "eora" and not quantized:
             raise ConfigError(f"{where}: EoRA compensates a quantization error; put a "
                               "'quantize' stage before it")
+        if name == "eora" and compensated:
+            raise ConfigError(f"{where}: the quantized weights already carry an EoRA term (an "
+                              "earlier 'eora' stage or the quantize stage's eora_rank); use one")
         cfg = check(options, cfg, where)
         quantized = quantized or name == "quantize"
-        key = hashlib.sha256((key + json.dumps([name, options], sort_keys=True)).encode()
+        compensated = compensated or name == "eora" or (name == "quantize" and
+                                                         options["eora_rank"] > 0)
+        produced_by = [name, options]
+        if data_fingerprint(options.get("data")) is not None:   # a training file: its contents
+            produced_by.append(data_fingerprint(options["data"]))
+        key = hashlib.sha256((key + json.dumps(produced_by, sort_keys=True)).encode()
                              ).hexdigest()
         planned.append(PlannedStage(i, name, options, cfg, key,
                                     {k: v for k, v in given.items() if k != "name"}))
@@ -633,18 +689,18 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
     on_row(rows) is called after every row.
     """
     from . import load
-    rows = []
+    rows, measured = [], measurement_key(eval_options)
     if baseline_folder is not None:
         marker = _marker(baseline_folder) if resume else None
         reused = marker is not None and marker.get("key") == baseline_key and \
-            marker.get("eval") == eval_options
+            marker.get("eval") == measured
         if reused:
             metrics = marker["metrics"]
         else:
             metrics = evaluate_stage(model, Path(model.path), eval_options, ctx.progress)
             baseline_folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(baseline_folder / "done.json", json.dumps(
-                {"key": baseline_key, "eval": eval_options, "metrics": metrics}, indent=1,
+                {"key": baseline_key, "eval": measured, "metrics": metrics}, indent=1,
                 default=str) + "\n")
         rows.append(Row("baseline", "baseline", {}, metrics, 0.0, reused, str(model.path)))
         if on_row:
@@ -658,9 +714,9 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
                 ctx.before_quantize = model
             model = load(folder / "model")
             seconds, metrics = marker["seconds"], marker["metrics"]
-            if marker.get("eval") != eval_options:          # same model, new measurements
+            if marker.get("eval") != measured:              # same model, new measurements
                 metrics = evaluate_stage(model, folder / "model", eval_options, ctx.progress)
-                _write_marker(folder, st, metrics, seconds, eval_options)
+                _write_marker(folder, st, metrics, seconds, measured)
             rows.append(Row(st.label, st.name, st.options, metrics, seconds, True,
                             str(folder / "model"), st.given))
         else:
@@ -672,7 +728,7 @@ def run_stages(model, planned: list[PlannedStage], folder_of, ctx: Context, eval
             # go on with what a user gets from the folder, as a resumed run does
             model = load(folder / "model")
             metrics = evaluate_stage(model, folder / "model", eval_options, ctx.progress)
-            _write_marker(folder, st, metrics, seconds, eval_options)
+            _write_marker(folder, st, metrics, seconds, measured)
             rows.append(Row(st.label, st.name, st.options, metrics, seconds, False,
                             str(folder / "model"), st.given))
             if finished is not None:
@@ -709,6 +765,10 @@ def pipeline_config(raw: dict, model: str | None = None, where: str = "config") 
         value = (ev if table == "eval" else cal)[key]
         require(value >= low, f"{where} [{table}]", f"{key} must be at least {low}, "
                 f"found {value}")
+    for table, options in (("eval", ev), ("calibration", cal)):
+        data = options["ppl_data" if table == "eval" else "data"]
+        require(data is None or Path(data).exists(), f"{where} [{table}]",
+                f"{'ppl_data' if table == 'eval' else 'data'} {data!r}: no such file or folder")
     seed = raw.get("seed", 0)
     require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, where,
             f"seed must be a non-negative integer, found {seed!r}")

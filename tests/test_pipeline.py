@@ -246,3 +246,78 @@ def test_compress_cli_errors(model_dir, tmp_path):
                            "--out", str(tmp_path / "o"), "--no-log"], capture_output=True,
                           text=True, cwd=REPO)
     assert done.returncode == 2 and "not valid TOML" in done.stderr
+
+
+def test_resume_notices_edited_data_files(model_dir, tmp_path):
+    """issue 13 item 4: keys held the *paths* of calibration.data and ppl_data, so an edited
+    calib.txt left a resumed GPTQ stage with the old perplexity. Keys hold the contents."""
+    text = (model_dir.parent / "text.txt").read_text()
+    calib, ppl = tmp_path / "calib.txt", tmp_path / "ppl.txt"
+    calib.write_text(text)
+    ppl.write_text(text)
+    cfg = config(model_dir, {"name": "quantize", "method": "gptq", "bits": 3, "group_size": 32})
+    cfg["calibration"]["data"], cfg["eval"]["ppl_data"] = str(calib), str(ppl)
+    out = tmp_path / "out"
+    first, _ = pipeline.compress(cfg, out, progress=False)
+    calib.write_text(text[::-1])                        # same path, same size, new contents
+    again, _ = pipeline.compress(cfg, out, resume=True, progress=False)
+    assert not again[1].resumed                         # GPTQ ran on the new calibration text
+    assert again[1].metrics["perplexity"] != first[1].metrics["perplexity"]
+    lines = text.splitlines()
+    ppl.write_text("\n".join(lines[len(lines) // 2:] + lines[:len(lines) // 2]))
+    remeasured, _ = pipeline.compress(cfg, out, resume=True, progress=False)
+    assert remeasured[1].resumed                        # the same model ...
+    assert remeasured[1].metrics["perplexity"] != again[1].metrics["perplexity"]  # new text
+
+
+def test_sweep_reuses_earlier_runs_only_with_resume(model_dir, tmp_path, monkeypatch):
+    """issue 13 item 4: `sweep` reused its cache from an earlier run even without --resume."""
+    raw = config(model_dir)
+    del raw["stage"]
+    raw["sweep"] = {"axis": [{"name": "Quant", "stage": "quantize", "key": "bits",
+                              "values": [8], "options": {"method": "rtn", "group_size": 32}}]}
+    sweep.sweep(raw, tmp_path / "sw", progress=False)
+    runs = []
+    defaults, check, run = pipeline.STAGES["quantize"]
+    monkeypatch.setitem(pipeline.STAGES, "quantize",
+                        (defaults, check, lambda *a: runs.append(1) or run(*a)))
+    sweep.sweep(raw, tmp_path / "sw", progress=False)
+    assert runs == [1]                                  # computed afresh
+    sweep.sweep(raw, tmp_path / "sw", progress=False, resume=True)
+    assert runs == [1]                                  # reused
+
+
+@pytest.mark.parametrize("stages, match", [
+    ([{"name": "quantize", "method": "rtn", "group_size": 32}, {"name": "eora", "rank": 2},
+      {"name": "eora", "rank": 2}], "already carry an EoRA term"),
+    ([{"name": "quantize", "method": "rtn", "group_size": 32, "eora_rank": 2},
+      {"name": "eora", "rank": 2}], "already carry an EoRA term"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "lora", "steps": 1, "batch_size": 0}], "batch_size"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "finetune", "steps": 1, "batch_size": 0}], "batch_size must be a positive"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "lora", "steps": 1, "targets": ["no_such_proj"]}], "match no linear"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "lora", "steps": 1, "rank": 1000}], "exceeds min"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "lora", "steps": 1, "alpha": float("nan")}], "alpha"),
+    ([{"name": "width_prune", "method": "magnitude", "sparsity": 0.5},
+      {"name": "finetune", "steps": 1, "lr": float("inf")}], "lr"),
+])
+def test_every_check_comes_before_any_stage_folder(model_dir, tmp_path, stages, match):
+    """issue 13 item 20: two eora stages, eora_rank plus an eora stage and finetune
+    batch_size = 0 were refused only after earlier stage folders had been written."""
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=match):
+        pipeline.compress(config(model_dir, *stages), out, progress=False)
+    assert not out.exists()
+
+
+def test_missing_data_files_are_refused_before_any_work(model_dir, tmp_path):
+    for table, key in (("eval", "ppl_data"), ("calibration", "data")):
+        cfg = config(model_dir, {"name": "width_prune", "method": "wanda", "nm": "2:4"})
+        cfg[table][key] = str(tmp_path / "missing.txt")
+        with pytest.raises(ConfigError, match="no such file"):
+            pipeline.compress(cfg, tmp_path / "out", progress=False)
+        assert not (tmp_path / "out").exists()

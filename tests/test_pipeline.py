@@ -149,6 +149,25 @@ def test_eora_after_gptq_brings_logits_back(model_dir, tmp_path):
     assert rows[2].metrics["bytes"] > rows[1].metrics["bytes"]        # + the A, B factors
 
 
+def test_report_nonzeros_never_rise_after_pruning(model_dir, tmp_path):
+    """Issue 13 item 7, the README's main job in small: WANDA 2:4 → GPTQ → EoRA. GPTQ keeps
+    the pruned zeros (#Nonzero does not rise), and EoRA's dense factors appear in their own
+    #Low-rank column instead of inflating #Nonzero."""
+    cfg = config(model_dir, {"name": "width_prune", "method": "wanda", "nm": "2:4"},
+                 {"name": "quantize", "method": "gptq", "bits": 4, "group_size": 32},
+                 {"name": "eora", "rank": 4})
+    rows, report = pipeline.compress(cfg, tmp_path / "out", progress=False)
+    nonzero = [r.metrics["params_nonzero"] for r in rows]
+    assert nonzero[1] < nonzero[0] and nonzero[3] <= nonzero[2] <= nonzero[1], nonzero
+    assert "params_low_rank" not in rows[2].metrics and rows[3].metrics["params_low_rank"] > 0
+    assert "#Low-rank" in report
+    quantized = minislm.load(rows[2].folder)
+    for name, keep in quantized.extra_tensors["masks"].items():
+        qt = quantized.params[name]
+        base = qt.dequantize_rows(0, qt.n_out).T                      # GPT-2: checkpoint layout
+        assert np.count_nonzero(base[keep == 0]) == 0, name
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_every_stage_runs(tmp_path, family, model_dir):
     """finetune → depth → Minitron → SparseGPT 2:4 → LoRA → AWQ → EoRA → export."""

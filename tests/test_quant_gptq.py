@@ -197,6 +197,33 @@ def test_act_order_static_groups_keep_natural_layout():
     assert res.error_gptq < res.error_rtn
 
 
+@pytest.mark.parametrize("group_size, act_order", [(16, False), (64, False), (PER_CHANNEL, False),
+                                                  (16, True)])
+def test_gptq_keeps_pruned_weights_zero(group_size, act_order):
+    """Issue 13 item 7: GPTQ's error feedback must not refill pruned weights. On a 2:4-pruned
+    W every pruned entry dequantizes to exactly 0 (the 2:4 pattern holds), and the pruned
+    entries' error still goes to the kept weights (GPTQ beats RTN of the pruned W)."""
+    from minislm.prune.masks import nm_mask, zeros_per_group
+    X, W = _correlated(8, 600, 128, 32)
+    keep = nm_mask(np.abs(W), 2, 4)
+    W = np.where(keep, W, np.float32(0.0))
+    H = _hessian(X)
+    res = gptq_quantize(W, H, 3, group_size, act_order=act_order, block_size=32)
+    W_hat = res.quantized.dequantize()
+    assert np.count_nonzero(W_hat[~keep]) == 0
+    assert zeros_per_group((W_hat != 0).astype(np.uint8), 4).min() >= 2
+    assert np.count_nonzero(W_hat) <= np.count_nonzero(W)
+    rtn = quantize_rtn(W, 3, group_size)
+    assert res.error_rtn == pytest.approx(output_error(W, rtn.dequantize(), H))
+    assert res.error_gptq < 0.9 * res.error_rtn
+    # an explicit mask: weights marked pruned are zero even when W is not
+    dense = _correlated(8, 600, 128, 32)[1]
+    explicit = gptq_quantize(dense, H, 3, group_size, act_order=act_order, keep=keep)
+    assert np.count_nonzero(explicit.quantized.dequantize()[~keep]) == 0
+    with pytest.raises(InputError, match="keep mask"):
+        gptq_quantize(W, H, 3, group_size, keep=keep[:, :64])
+
+
 def test_eora_beats_plain_svd_and_reduces_error():
     X, W = _correlated(5, 600, 48, 32)
     H = _hessian(X)

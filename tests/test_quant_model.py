@@ -154,6 +154,49 @@ def test_awq_and_eora_run_through_the_model(tiny):
                for e in report)
 
 
+def _pruned(model, method, ids):
+    from minislm.prune.magnitude import magnitude_prune
+    from minislm.prune.sparsegpt import sparsegpt
+    from minislm.prune.wanda import wanda
+    if method == "magnitude 50%":
+        return magnitude_prune(model, sparsity=0.5)
+    if method == "wanda 2:4":
+        return wanda(model, ids, nm="2:4")
+    return sparsegpt(model, ids, nm="4:8")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("prune", ["magnitude 50%", "wanda 2:4", "sparsegpt 4:8"])
+def test_quantization_keeps_the_pruned_zeros(tiny, family, prune):
+    """Issue 13 item 7: after pruning, RTN, GPTQ and AWQ, with and without EoRA, keep every
+    pruned weight of the quantized base Ŵ exactly zero (the stored masks stay true) and
+    never raise the base's nonzero count; EoRA's dense A, B are counted on their own."""
+    from minislm.evaluate.facts import count_params
+    model = tiny[family]
+    ids = _calib(model)
+    pruned = _pruned(model, prune, ids)
+    masks = pruned.extra_tensors["masks"]
+    lins = minislm.model.families.linear_layers(model.config, model.prefix)
+    nonzero = count_params(pruned)["params_nonzero"]
+    for method in ("rtn", "gptq", "awq"):
+        for rank in (0, 4):
+            q, _ = quantize_model(pruned, method, bits=4, group_size=16, eora_rank=rank,
+                                  calib_ids=ids, progress=False)
+            for lin in lins:
+                qt = q.params[lin.name]
+                base = qt.dequantize_rows(0, qt.n_out)                            # [out, in]
+                keep = np.asarray(masks[lin.name], bool)
+                keep = keep.T if lin.orientation == "in_out" else keep
+                pruned_left = np.count_nonzero(base[~keep])
+                assert pruned_left == 0, (method, rank, lin.name, pruned_left)
+                np.testing.assert_array_equal(q.extra_tensors["masks"][lin.name],
+                                              masks[lin.name])
+            counts = count_params(q)
+            assert counts["params_nonzero"] <= nonzero, (method, rank)
+            assert counts.get("params_low_rank", 0) == sum(
+                rank * (lin.d_in + lin.d_out) for lin in lins)
+
+
 def test_load_rejects_inconsistent_quantized_tensors(tiny, tmp_path):
     from minislm.checkpoint import read_safetensors, write_safetensors
     model = tiny["llama"]

@@ -108,25 +108,33 @@ def auto_threads(model) -> int | None:
 
 
 def count_params(model) -> dict:
-    """{'params': stored numbers, 'params_nonzero': numbers ≠ 0} over every parameter.
+    """{'params': stored numbers, 'params_nonzero': numbers ≠ 0 outside low-rank terms,
+    'params_low_rank': numbers in low-rank terms (only when there are some)}.
 
     A quantized weight counts its codes (zeros where pruned weights quantized to 0)
-    plus, when it carries one, the EoRA factors A [r, in] and B [out, r].
+    as `params` and the nonzeros of its dequantized base Ŵ as `params_nonzero`; its
+    EoRA factors A [r, in] and B [out, r] are dense and are counted on their own
+    (in `params` and `params_low_rank`), so a pruned model's #Nonzero says whether
+    quantization kept its zeros.
     """
-    total = nonzero = 0
+    total = nonzero = low_rank = 0
     for value in model.params.values():
         n = int(np.prod(value.shape))
         if isinstance(value, np.ndarray):
             total += n
             nonzero += int(np.count_nonzero(value))
             continue
-        low_rank = sum(a.size for a in (getattr(value, "eora_A", None),
-                                        getattr(value, "eora_B", None)) if a is not None)
+        factors = sum(a.size for a in (getattr(value, "eora_A", None),
+                                       getattr(value, "eora_B", None)) if a is not None)
         base = value.dequantize_rows(0, value.n_out) if hasattr(value, "dequantize_rows") \
             else value.dequantize()
-        total += n + low_rank
-        nonzero += int(np.count_nonzero(base)) + low_rank
-    return {"params": total, "params_nonzero": nonzero}
+        total += n + factors
+        nonzero += int(np.count_nonzero(base))
+        low_rank += factors
+    counts = {"params": total, "params_nonzero": nonzero}
+    if low_rank:
+        counts["params_low_rank"] = low_rank
+    return counts
 
 
 def bytes_on_disk(path) -> int:

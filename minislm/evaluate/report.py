@@ -21,6 +21,7 @@ from ..checkpoint import atomic_write_bytes, atomic_write_text
 COLUMNS = (
     ("params", "#Params", lambda v: f"{v / 1e6:.3f}M"),
     ("params_nonzero", "#Nonzero", lambda v: f"{v / 1e6:.3f}M"),
+    ("params_low_rank", "#Low-rank", lambda v: f"{v / 1e6:.3f}M"),
     ("bytes", "Size (MiB)", lambda v: f"{v / 2 ** 20:.3f}"),
     ("perplexity", "PPL", lambda v: f"{v:.2f}"),
     ("toolcall", "Tool-call acc", lambda v: f"{v:.2f}"),

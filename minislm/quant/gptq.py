@@ -33,6 +33,15 @@ either direction; so only the reference choice is kept. With act-order the
 groups are "static" (the reference's `static_groups`): computed up front from
 the original W in natural column order, so the stored layout stays the plain
 grouped one.
+
+Pruned weights (exact zeros, or the False entries of `keep`) stay exactly zero,
+as in SparseGPT's joint sparsify-and-quantize sweep (Frantar & Alistarh 2023,
+§3.4): when the sweep reaches column i, a pruned entry gets the code of 0
+(q = z, so ŵ = 0) whatever the updates of earlier columns added to it, and
+its whole value w becomes error pushed onto the later *kept* weights by the
+usual update δ = err_i · U_{i, i:}. Grids are computed from the kept entries
+only. Without this, the error feedback refills the pruned positions and breaks
+an N:M pattern.
 """
 from __future__ import annotations
 
@@ -56,17 +65,26 @@ class GPTQResult:
 
 def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int = 128,
                   sym: bool = False, damp: float = 0.01, block_size: int = 128,
-                  act_order: bool = False, static_groups: bool = False) -> GPTQResult:
-    """GPTQ of W [out, in] given the Hessian H [in, in] of its calibration inputs."""
+                  act_order: bool = False, static_groups: bool = False,
+                  keep: np.ndarray | None = None) -> GPTQResult:
+    """GPTQ of W [out, in] given the Hessian H [in, in] of its calibration inputs.
+
+    keep: bool [out, in], False = a pruned weight that must stay exactly zero
+    (default: W != 0, so a pruned model keeps its sparsity pattern).
+    """
     if W.ndim != 2 or H.shape != (W.shape[1], W.shape[1]):
         raise InputError(f"gptq_quantize: W must be (out, in) and H (in, in); found W {W.shape}, "
                          f"H {H.shape}")
+    if keep is not None and np.shape(keep) != W.shape:
+        raise InputError(f"gptq_quantize: keep mask {np.shape(keep)} must have W's shape {W.shape}")
     check_scheme(bits, group_size)
     if not (np.all(np.isfinite(W)) and np.all(np.isfinite(H))):
         raise NumericalError("gptq_quantize: W or H contains NaN or Inf")
     out, n_in = W.shape
     W0 = W.astype(np.float32, copy=False)                    # the input is never modified
-    W = W0.copy()
+    keep = W0 != 0 if keep is None else np.asarray(keep, dtype=bool)
+    sparse = not keep.all()
+    W = np.where(keep, W0, np.float32(0.0))                  # a copy, pruned entries zero
     H = H.astype(np.float64, copy=True)
     H_orig = H.copy()
 
@@ -89,6 +107,7 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
 
     perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n_in)
     W = W[:, perm]
+    keep_perm = keep[:, perm]
     H = H[perm][:, perm]
     U, damp_used = inverse_hessian_factor(H, damp)
     U = U.astype(np.float32)
@@ -104,11 +123,15 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
             gi = group_of[col]
             if grouped and not static and col == bounds[gi][0]:
                 a, b = bounds[gi]                            # group = columns a … b−1 (natural)
-                # W, not W1: the group's columns as they were when this lazy block began
-                scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(W[:, a:b], bits, sym)
+                # W, not W1: the group's columns as they were when this lazy block began;
+                # pruned entries (which received updates) will be 0, not in the range
+                cols = np.where(keep[:, a:b], W[:, a:b], np.float32(0.0)) if sparse else W[:, a:b]
+                scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(cols, bits, sym)
             s, z = scales[:, gi:gi + 1], zeros[:, gi:gi + 1]
             w = W1[:, i:i + 1]                                              # [out, 1]
             q = quantize_codes(w, s, z, bits)                               # [out, 1]
+            if sparse:                                 # pruned: code z, so ŵ = s·(z − z) = 0
+                q = np.where(keep_perm[:, i1 + i:i1 + i + 1], q, z)
             w_hat = s.astype(np.float32) * (q.astype(np.float32) - z.astype(np.float32))
             err = (w - w_hat) / U1[i, i]                                    # [out, 1]
             W1[:, i:] -= err @ U1[i:i + 1, i:]                              # δ within the block
@@ -122,6 +145,6 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
     quantized = QuantizedMatrix(Q, scales, zeros, bits, group_size, sym,
                                 max_abs_error=float(np.abs(err).max(initial=0.0)),
                                 mse=float(np.mean(err * err)))
-    rtn = quantize_rtn(W0, bits, group_size, sym)
+    rtn = quantize_rtn(np.where(keep, W0, np.float32(0.0)), bits, group_size, sym)
     return GPTQResult(quantized, error_gptq=output_error(W0, W_hat, H_orig),
                       error_rtn=output_error(W0, rtn.dequantize(), H_orig), damp=damp_used)

@@ -251,6 +251,23 @@ def test_awq_never_worse_than_rtn_and_keeps_product():
     assert r.error_awq == pytest.approx(output_error(W, W_hat, H), rel=1e-5)
 
 
+@pytest.mark.parametrize("bits, group_size", [(3, 32), (4, 32), (4, 128), (3, PER_CHANNEL)])
+def test_awq_beats_rtn_clearly_on_planted_salient_channels(bits, group_size):
+    """Issue 13 item 12: the test above cannot fail (α = 0 is plain RTN). Here 4 of 128 input
+    channels carry 30× larger activations, the case AWQ is built for: it must cut the
+    output error ‖XWᵀ − XŴᵀ‖²/n, measured directly on X, to less than 40 % of RTN's."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 128)).astype(np.float32)
+    X[:, rng.choice(128, 4, replace=False)] *= 30                   # the salient channels
+    W = rng.standard_normal((64, 128)).astype(np.float32)
+    r = awq_quantize(W, _hessian(X), np.abs(X).mean(0), bits, group_size)
+    X64 = X.astype(np.float64)
+    direct = lambda W_hat: float(np.sum((X64 @ (W - W_hat).T.astype(np.float64)) ** 2) / len(X))
+    error_awq = direct(r.quantized.dequantize() / r.input_scale)
+    error_rtn = direct(quantize_rtn(W, bits, group_size).dequantize())
+    assert r.alpha > 0 and error_awq < 0.4 * error_rtn, (r.alpha, error_awq / error_rtn)
+
+
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_gptq_beats_rtn_on_held_out_perplexity_of_the_shipped_models(name):
     """The issue's acceptance: on the trained tiny models, GPTQ (32 × 256 calibration

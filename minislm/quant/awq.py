@@ -15,7 +15,15 @@ set. The paper folds 1/s into the previous operator (a norm or linear); minislm
 keeps s beside the quantized weight (`input_scale`, one float per input channel)
 and divides the input by it in the forward — the same arithmetic, one place for
 both families (GPT-2's GELU before `c_proj` could not absorb it anyway).
-The optional clipping search of the paper is not implemented.
+
+Two departures from the paper and its reference code (llm-awq), both simplifications:
+  * the objective is per linear layer, ‖W X − Ŵ X‖² computed from H, not the output
+    of the whole module: llm-awq searches one s for q, k and v together (they
+    share the norm the scale is folded into) and scores it on the attention block's
+    output, and likewise one s for gate and up on the MLP output. Here each linear
+    gets its own α and s (it keeps its own `input_scale`, so nothing forces sharing);
+  * there is no clipping search (llm-awq's `auto_clip`, which also shrinks each
+    group's range to trade clipping error for rounding error): the grid is RTN's.
 """
 from __future__ import annotations
 

@@ -1,18 +1,22 @@
-"""minislm quantize: write a packed quantized checkpoint (RTN, GPTQ or AWQ, optional EoRA)."""
+"""minislm quantize: write a packed quantized checkpoint (RTN, GPTQ or AWQ, optional EoRA;
+or NF4, QLoRA's base)."""
 from __future__ import annotations
 
 from . import add_overwrite, options
 
 NAME = "quantize"
-HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gptq | awq)"
+HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gptq | awq | nf4)"
 
 
 def add_arguments(p):
     p.add_argument("--model", required=True, help="HF checkpoint folder (float)")
-    p.add_argument("--method", choices=("rtn", "gptq", "awq"), default="gptq")
+    p.add_argument("--method", choices=("rtn", "gptq", "awq", "nf4"), default="gptq",
+                   help="nf4: QLoRA's 4-bit NormalFloat, blocks of 64 weights, double-quantized "
+                        "scales (finetune --lora-rank over the result is QLoRA)")
     p.add_argument("--bits", type=int, default=4, help="2 … 8 (default 4)")
-    p.add_argument("--group-size", type=int, default=128,
-                   help="input columns per scale; -1 = per output channel, 0 = per tensor")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="input columns per scale (default 128); -1 = per output channel, "
+                        "0 = per tensor; nf4: weights per block (default 64)")
     p.add_argument("--sym", action="store_true", help="symmetric grid (no zero points stored)")
     p.add_argument("--act-order", action="store_true",
                    help="GPTQ: quantize columns by descending Hessian diagonal (static groups)")
@@ -35,16 +39,20 @@ def run(args) -> int:
     import minislm
     from minislm.errors import ConfigError
     from minislm.calibration import calibration_batches
-    from minislm.quant.model_quant import model_nbytes, quantize_model
+    from minislm.quant.model_quant import check_nf4_options, model_nbytes, quantize_model
     from minislm.outputs import check_output, mark_output
     from minislm.quant.rtn import check_scheme
     check_output(args.out, [args.model, args.calib], args.overwrite)
-    check_scheme(args.bits, args.group_size)
+    if args.method == "nf4":
+        check_nf4_options(args.bits, 64 if args.group_size is None else args.group_size,
+                          args.eora_rank, args.embeddings)
+    else:
+        check_scheme(args.bits, 128 if args.group_size is None else args.group_size)
     if args.eora_rank < 0 or args.damp < 0:
         raise ConfigError("--eora-rank and --damp must be non-negative")
     model = minislm.load(args.model)
     calib = None
-    if args.method != "rtn" or args.eora_rank > 0:
+    if args.method not in ("rtn", "nf4") or args.eora_rank > 0:
         calib = calibration_batches(model, args.calib, args.n_samples, args.seq_len, args.seed)
     qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
                                     args.act_order, args.damp, args.eora_rank, calib,

@@ -21,6 +21,8 @@ from ..checkpoint import checkpoint_files, read_header, read_safetensors
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
 from ..model.families import detect_prefix, embedding_name, linear_layers
+from ..quant.nf4 import PARTS as NF4_PARTS
+from ..quant.nf4 import from_parts as nf4_from_parts
 from ..quant.qlinear import QuantizedTensor
 
 FLOAT_CODES = {"F64": 32, "F32": 32, "F16": 16, "BF16": 16}
@@ -75,7 +77,8 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
                 W = read_safetensors(file_of[lin.name], names={lin.name})[lin.name]
                 zeros, total = zeros + int(np.count_nonzero(W == 0)), total + W.size
             elif lin.name[: -len("weight")] + "qweight" in file_of:
-                z, n = _packed_zeros(lin, file_of, weight_bits, group_size)
+                z, n = _packed_zeros(lin, file_of, weight_bits, group_size,
+                                     nf4=isinstance(qc, dict) and qc.get("method") == "nf4")
                 zeros, total = zeros + z, total + n
         if total:
             sparsity = zeros / total
@@ -88,20 +91,25 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
             "sparsity": sparsity, "notes": notes}
 
 
-def _packed_zeros(lin, file_of: dict, bits: int, group_size: int) -> tuple[int, int]:
-    """(#zeros, #weights) of one packed minislm weight: Ŵ = s·(q − z) == 0, by row blocks."""
+def _packed_zeros(lin, file_of: dict, bits: int, group_size: int,
+                  nf4: bool = False) -> tuple[int, int]:
+    """(#zeros, #weights) of one packed minislm weight: Ŵ = s·(q − z) == 0 (or an NF4
+    code of 0), by row blocks."""
     base = lin.name[: -len("weight")]
     parts = {}
-    for part in ("qweight", "scales", "zeros"):
+    for part in NF4_PARTS if nf4 else ("qweight", "scales", "zeros"):
         name = base + part
         if name in file_of:
             parts[part] = read_safetensors(file_of[name], names={name})[name]
-    if "scales" not in parts:
+    if nf4:
+        Q = nf4_from_parts(base[:-1], parts, group_size, lin.d_out, lin.d_in, lin.orientation)
+    elif "scales" not in parts:
         raise CheckpointError(f"tensor '{base}scales' is missing (needed by '{base}qweight')")
-    Q = QuantizedTensor(np.asarray(parts["qweight"], np.uint8),
-                        np.asarray(parts["scales"]).astype(np.float16),
-                        None if "zeros" not in parts else np.asarray(parts["zeros"], np.uint8),
-                        bits, group_size, lin.d_out, lin.d_in, lin.orientation)
+    else:
+        Q = QuantizedTensor(np.asarray(parts["qweight"], np.uint8),
+                            np.asarray(parts["scales"]).astype(np.float16),
+                            None if "zeros" not in parts else np.asarray(parts["zeros"], np.uint8),
+                            bits, group_size, lin.d_out, lin.d_in, lin.orientation)
     rows = max(1, (1 << 20) // lin.d_in)
     zeros = sum(int(np.count_nonzero(Q.dequantize_rows(r, min(r + rows, lin.d_out)) == 0))
                 for r in range(0, lin.d_out, rows))

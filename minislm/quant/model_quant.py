@@ -6,12 +6,13 @@ Layer by layer, as in GPTQ's reference pipeline (Frantar et al. §4 "Setup"):
     for block l = 0 … L−1:
         run block l (float weights) on x_l, recording every linear input X
             -> H = 2 X Xᵀ / n  and  x̄ = mean |x| per input channel
-        quantize each linear of block l (RTN | GPTQ | AWQ, then optional EoRA)
+        quantize each linear of block l (RTN | GPTQ | AWQ, then optional EoRA; or NF4)
         x_{l+1} = block l with the *quantized* weights applied to x_l
 
 so block l + 1 is calibrated on what the quantized blocks before it really
 produce. Embeddings, norms, biases and the LM head stay in float (as GPTQ does;
-GPT-2 ties its head to the embedding table).
+GPT-2 ties its head to the embedding table). NF4 (QLoRA's base, nf4.py) needs no
+calibration: each linear becomes an `NF4Tensor` (blocks of `group_size`, default 64).
 The input model is never modified; arrays that are not quantized are shared.
 """
 from __future__ import annotations
@@ -24,10 +25,12 @@ from ..model import families
 from .awq import awq_quantize
 from .eora import eora
 from .gptq import gptq_quantize
+from .nf4 import BLOCK as NF4_BLOCK
+from .nf4 import check_block_size, quantize_nf4
 from .qlinear import QuantizedTensor, quantization_config
 from .rtn import output_error, quantize_rtn
 
-METHODS = ("rtn", "gptq", "awq")
+METHODS = ("rtn", "gptq", "awq", "nf4")
 
 
 def _as_out_in(W: np.ndarray, orientation: str) -> np.ndarray:
@@ -43,6 +46,12 @@ def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, dam
     entry = {"name": lin.name, "role": lin.role, "layer": lin.layer}
     H = stats.hessian() if stats is not None else None                     # 2 XᵀX / n
     input_scale = None
+    if method == "nf4":
+        res = quantize_nf4(W, group_size, orientation=lin.orientation)
+        entry["weight_mse"] = res.mse
+        if H is not None:
+            entry["error"] = output_error(W, res.tensor.effective_out_in(), H)
+        return res.tensor, entry
     if method == "gptq":
         res = gptq_quantize(W, H, bits, group_size, sym, damp, act_order=act_order)
         qm, entry["error"], entry["error_rtn"] = res.quantized, res.error_gptq, res.error_rtn
@@ -66,7 +75,16 @@ def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, dam
     return QuantizedTensor.from_matrix(qm, lin.orientation, input_scale, A, B), entry
 
 
-def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int = 128,
+def check_nf4_options(bits: int, group_size: int, eora_rank: int, embeddings: bool) -> None:
+    """NF4 is QLoRA's base: 4-bit, the block linears only, blocks bitsandbytes accepts."""
+    if bits != 4 or eora_rank or embeddings:
+        raise ConfigError("method 'nf4' is 4-bit NormalFloat of the block linears, as QLoRA's "
+                          "base: it takes no other --bits, no EoRA and no --embeddings (use "
+                          "rtn, gptq or awq for those)")
+    check_block_size(group_size)
+
+
+def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int | None = None,
                    sym: bool = False, act_order: bool = False, damp: float = 0.01,
                    eora_rank: int = 0, calib_ids: np.ndarray | None = None,
                    progress: bool = True, embeddings: bool = False):
@@ -77,10 +95,15 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int =
     error_svd when EoRA is on. Errors need calibration data; RTN without it reports
     the weight MSE only. embeddings=True also quantizes the token embedding and the LM
     head (RTN, same grid; one table when tied) — for GPT-2-124M that is 154 MB of 498.
+    group_size None means 128, or 64 for method "nf4" (its block size).
     """
     if method not in METHODS:
         raise ConfigError(f"quantization method must be one of {METHODS}, found {method!r}")
-    needs_calib = method != "rtn" or eora_rank > 0
+    if group_size is None:                       # 128 columns, or NF4's 64 weights
+        group_size = NF4_BLOCK if method == "nf4" else 128
+    if method == "nf4":
+        check_nf4_options(bits, group_size, eora_rank, embeddings)
+    needs_calib = method not in ("rtn", "nf4") or eora_rank > 0
     if needs_calib and calib_ids is None:
         raise ConfigError(f"method {method!r}{' with EoRA' if eora_rank else ''} needs "
                           "calibration token windows (calib_ids / --calib FILE)")
@@ -115,6 +138,11 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int =
         quantized = quantized.replace(params=params)
     qc = quantization_config(bits, group_size, sym, method, lm_head=bool(embeddings),
                              embeddings=bool(embeddings))
+    if method == "nf4":
+        qc.update(sym=True, packing="two codes per byte, first in the high nibble, row-major "
+                  "blocks over the flattened (out, in) weight", scale_dtype="nf4 absmax",
+                  double_quant=True, scale_block_size=256)
+        del qc["zero_point"]
     if method == "gptq":
         qc.update(damp=damp, act_order=bool(act_order))
     if eora_rank:

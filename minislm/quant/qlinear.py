@@ -25,6 +25,8 @@ the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),
                             "sym": bool, "method": "rtn"|"gptq"|"awq", "layout": "out_in",
                             "packing": "lsb-first bit stream per row", ...}
 
+(method "nf4" stores NF4 weights instead: `nf4.NF4Tensor`, with its own parts.)
+
 `dequantize()` returns the weight in the *checkpoint's* layout ((in, out) for
 GPT-2 Conv1D), so code that wants a float weight sees what the float model had.
 """
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from . import nf4
 from .pack import pack_bits, packed_row_bytes, unpack_bits, unpack_float
 from .rtn import PER_TENSOR, QuantizedMatrix, group_bounds
 
@@ -232,7 +235,8 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
     """Replace the `<m>.qweight`, `.scales`, ... tensors by one `QuantizedTensor` at `<m>.weight`.
 
     Called by `minislm.load` when config.json has quant_method "minislm". Every
-    quantized weight is checked against the family's table of linear layers.
+    quantized weight is checked against the family's table of linear layers. With
+    method "nf4" the parts are NF4's (`nf4.NF4Tensor`, group_size = its block size).
     """
     from ..config import Config
     from ..model import families
@@ -243,7 +247,12 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
         raise CheckpointError("config.json: quantization_config needs integer 'bits' and "
                               f"'group_size', found {qc!r}") from None
     config = Config.from_hf_dict(config_dict)
-    names = [n for n in tensors if not n.endswith(tuple(f".{p}" for p in PARTS[1:]))]
+    is_nf4 = qc.get("method") == "nf4"              # the NF4 code and its own parts (nf4.py)
+    if is_nf4 and bits != 4:
+        raise CheckpointError(f"config.json: quantization_config method 'nf4' is 4-bit, found "
+                              f"bits {bits}")
+    part_names = nf4.PARTS if is_nf4 else PARTS
+    names = [n for n in tensors if not n.endswith(tuple(f".{p}" for p in part_names[1:]))]
     prefix = families.detect_prefix(config, names)
     table = {lin.name: lin for lin in families.linear_layers(config, prefix, include_lm_head=True)}
     emb = families.embedding_name(config, prefix)          # quantized with --embeddings
@@ -257,6 +266,11 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
         if lin is None:
             raise CheckpointError(f"tensor '{name}': '{weight}' is not a linear layer of this "
                                   f"{config.family} config")
+        if is_nf4:
+            parts = {p: out.pop(f"{base}.{p}", None) for p in nf4.PARTS}
+            out[weight] = nf4.from_parts(base, parts, group_size, lin.d_out, lin.d_in,
+                                         lin.orientation)
+            continue
         parts = {p: out.pop(f"{base}.{p}", None) for p in PARTS}
         n_groups = len(group_bounds(lin.d_in, group_size))
         R = 1 if group_size == PER_TENSOR else lin.d_out

@@ -26,13 +26,13 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
 from .errors import ConfigError
 from .evaluate.facts import auto_threads, blas_threads
 from .evaluate.report import write_report
 from .outputs import check_output, mark_output, output_lock
-from .pipeline import (STAGES, Context, input_paths, pipeline_config, plan, require,
-                       run_identity, run_stages)
+from .loading import load
+from .pipeline import (STAGES, Context, calibration_windows, input_paths, model_config,
+                       pipeline_config, plan, require, run_identity, run_stages)
 
 
 NONE_VALUES = (None, 0, "none", False, "")
@@ -63,8 +63,8 @@ def sweep_axes(raw: dict, where: str = "config") -> list[Axis]:
         stage, key = a.get("stage"), a.get("key")
         require(isinstance(stage, str) and stage in STAGES, w,
                 f"stage must be one of {', '.join(STAGES)}, found {stage!r}")
-        require(isinstance(key, str) and key in STAGES[stage][0], w, f"key must be an option "
-                f"of {stage} ({sorted(STAGES[stage][0])}), found {key!r}")
+        require(isinstance(key, str) and key in STAGES[stage].defaults, w, f"key must be an option "
+                f"of {stage} ({sorted(STAGES[stage].defaults)}), found {key!r}")
         require(isinstance(a.get("values"), list) and a["values"], w, "values must be a "
                 "non-empty list")
         options = a.get("options", {})
@@ -108,11 +108,8 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
         raise ConfigError("a sweep config sets its stages through [[sweep.axis]]; remove the "
                           "[[stage]] tables")
     axes = sweep_axes(raw_config)
-    model_dir = Path(pc.model)
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"model {model_dir}: no such checkpoint folder (config.json missing)")
-    config = Config.from_file(model_dir / "config.json")
-    identity = run_identity(model_dir, pc.calibration, pc.seed)
+    config = model_config(pc)
+    identity = run_identity(pc.model, pc.calibration, pc.seed)
     points = []
     for values, stages in grid(axes):
         label = " + ".join(f"{k} {v}" for k, v in values.items() if v != "–")
@@ -130,11 +127,11 @@ def sweep(raw_config: dict, out, model_path: str | None = None, progress: bool =
 
 def _sweep_into(out: Path, pc, axes: list[Axis], points: list, identity: str, progress: bool,
                 threads: int | None, resume: bool, overwrite: bool):
-    from . import load
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     base = load(pc.model)
     finished = set()
+    calib_ids = calibration_windows(base, pc.calibration)      # one set for every point
     rows = []
     columns = [("label", "Config")] + [(f"axis:{a.name}", a.name) for a in axes]
     preamble = (f"Model `{pc.model}`; grid {' × '.join(f'{a.name} {a.values}' for a in axes)}"
@@ -145,8 +142,8 @@ def _sweep_into(out: Path, pc, axes: list[Axis], points: list, identity: str, pr
     with blas_threads(threads or auto_threads(base)):
         for values, label, planned in points:
             exports = out / "exports" / (planned[-1].key[:12] if planned else "baseline")
-            ctx = Context(out=exports, calibration=pc.calibration, progress=progress,
-                          seed=pc.seed, overwrite=overwrite)
+            ctx = Context(out=exports, calib_ids=calib_ids, progress=progress, seed=pc.seed,
+                          overwrite=overwrite)
             _, stage_rows = run_stages(
                 base, planned, lambda st: cache / f"{st.key[:16]}_{st.name}", ctx, pc.eval,
                 resume=resume, baseline_folder=None if planned else cache / "baseline",

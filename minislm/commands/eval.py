@@ -6,10 +6,10 @@ import time
 
 NAME = "eval"
 HELP = "evaluate a model: perplexity, QA, tool-call or multiple-choice accuracy, speed facts"
-TASKS = ("ppl", "qa", "toolcall", "mc", "facts")
 
 
 def add_arguments(p):
+    from ..evaluate.tasks import TASKS
     p.add_argument("--model", required=True, help="HF checkpoint folder")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--data", help="ppl: a UTF-8 text file (default: the corpus test split); "
@@ -31,67 +31,17 @@ def add_arguments(p):
     p.add_argument("--no-log", action="store_true", help="do not append to the experiment log")
 
 
-def evaluate(model, task, data=None, seqlen=None, stride=None, limit=None, mode="both",
-             template=None, max_new_tokens=None, progress=True, threads="1,2") -> dict:
-    """The metrics of one task (shared by `minislm eval` and the pipeline)."""
-    from ..errors import ConfigError
-    for name, value in (("limit", limit), ("seqlen", seqlen), ("stride", stride),
-                        ("max_new_tokens", max_new_tokens)):
-        if value is not None and value < 1:       # 0 must not silently mean "the default"
-            raise ConfigError(f"{name} must be a positive number, found {value}")
-    if task == "ppl":
-        from ..data.corpus import load_text_corpus
-        from ..evaluate.perplexity import default_text, perplexity
-        text = load_text_corpus(data) if data else default_text()
-        return perplexity(model, text, seqlen, stride, limit, progress=progress).as_dict()
-    if task == "qa":
-        from ..evaluate.qa import evaluate_qa, load_qa_jsonl, project_qa_set
-        items = load_qa_jsonl(data, limit) if data else list(project_qa_set())[:limit]
-        modes = ("closed", "open") if mode == "both" else (mode,)
-        return evaluate_qa(model, items, modes, template or ("thesis" if data else "chat"),
-                           max_new_tokens or 32, progress=progress)
-    if task == "toolcall":
-        from ..evaluate.toolcall import evaluate_toolcall, heldout_examples, load_toolcall_jsonl
-        examples = load_toolcall_jsonl(data, limit) if data else heldout_examples(limit)
-        return evaluate_toolcall(model, examples, max_new_tokens or 64, progress=progress)
-    if task == "mc":
-        from ..evaluate.choice import corpus_choice_set, evaluate_choice, load_choice_file
-        if not data:
-            raise ConfigError("--task mc needs --data (HellaSwag/Winogrande JSONL, the "
-                              "HellaSwag six-line text file, or 'corpus' for sentence "
-                              "completion on the held-out corpus)")
-        items = corpus_choice_set(limit or 100) if data == "corpus" else \
-            load_choice_file(data, limit)
-        return evaluate_choice(model, items, progress=progress)
-    if task == "facts":
-        from ..evaluate.facts import measure_speed, thread_scaling
-        try:
-            counts = [int(t) for t in str(threads).split(",") if t.strip()]
-        except ValueError:
-            raise ConfigError(f"--threads must be comma-separated integers, found "
-                              f"{threads!r}") from None
-        if not counts or min(counts) < 1:
-            raise ConfigError(f"--threads needs positive thread counts, found {threads!r}")
-        prompt = min(seqlen or 64, model.config.max_position // 2)
-        new = min(max_new_tokens or 32, model.config.max_position - prompt)
-        speed = measure_speed(model, prompt, new)
-        scaling = thread_scaling(model.path, counts, prompt, new)
-        return {**speed, "tokens": prompt + new,
-                "threads": {n: {k: r[k] for k in ("prefill_tok_s", "decode_tok_s")}
-                            for n, r in scaling.items()}}
-    raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}")
-
-
 def run(args) -> int:
     from .. import load
     from ..evaluate.facts import auto_threads, blas_threads, bytes_on_disk, count_params
     from ..evaluate.runlog import append_run
+    from ..evaluate.tasks import evaluate_task
     start = time.perf_counter()
     model = load(args.model)
     with blas_threads(None if args.task == "facts" else auto_threads(model)):
-        metrics = evaluate(model, args.task, args.data, args.seqlen, args.stride, args.limit,
-                           args.mode, args.template, args.max_new_tokens,
-                           progress=not args.json, threads=args.threads)
+        metrics = evaluate_task(model, args.task, args.data, args.seqlen, args.stride,
+                                args.limit, args.mode, args.template, args.max_new_tokens,
+                                progress=not args.json, threads=args.threads)
     metrics.update(count_params(model), bytes=bytes_on_disk(args.model))
     wall = time.perf_counter() - start
     result = {"task": args.task, "model": str(args.model), **metrics, "wall_s": round(wall, 3)}

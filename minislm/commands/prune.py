@@ -90,14 +90,14 @@ def run(args) -> int:
             if not args.remove_layers:
                 raise ConfigError("--method depth needs --remove-layers K (or --layers SEQ)")
             k = args.remove_layers
-            if args.importance == "middle":
-                drop = depth.symmetric_middle(cfg.n_layer, k)
-            else:
+            if args.importance != "middle":       # refuse before reading calibration text
                 first, last = depth.protection(cfg.n_layer, k, args.protect_first,
-                                               args.protect_last)     # refuse before scoring
-                ids = None if args.importance == "magnitude" else calib()
-                scores = depth.importance(model, args.importance, ids, progress=True)
-                drop = depth.choose_blocks(scores, k, first, last)
+                                               args.protect_last)
+            ids = None if args.importance in ("magnitude", "middle") else calib()
+            drop, scores = depth.blocks_to_remove(model, k, args.importance, ids,
+                                                  args.protect_first, args.protect_last,
+                                                  progress=True)
+            if scores is not None:
                 print(f"{args.importance} importance per block: "
                       + " ".join(f"{i}:{v:.4g}" for i, v in enumerate(scores)))
                 print(f"protected: first {first}, last {last}")

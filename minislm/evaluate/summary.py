@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from .facts import bytes_on_disk, count_params, measure_speed
-from .perplexity import default_text, perplexity
+from .tasks import evaluate_task
 
 
 def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict:
@@ -21,27 +21,18 @@ def summarize(model, folder, eval_options: dict, progress: bool = False) -> dict
     metrics = count_params(model)
     metrics["bytes"] = bytes_on_disk(folder)
     if e["ppl_tokens"]:
-        if e["ppl_data"]:
-            from ..data.corpus import load_text_corpus
-            text = load_text_corpus(e["ppl_data"])
-        else:
-            text = default_text()
         seqlen = min(e["seqlen"], model.config.max_position)
-        metrics["perplexity"] = perplexity(model, text, seqlen, seqlen, e["ppl_tokens"],
-                                           progress=progress).perplexity
+        metrics["perplexity"] = evaluate_task(model, "ppl", e["ppl_data"], seqlen, seqlen,
+                                              e["ppl_tokens"], progress=progress)["perplexity"]
     if e["toolcall"]:
-        from .toolcall import evaluate_toolcall, heldout_examples
-        r = evaluate_toolcall(model, heldout_examples(e["toolcall"]), progress=progress)
+        r = evaluate_task(model, "toolcall", limit=e["toolcall"], progress=progress)
         metrics.update(toolcall=r["accuracy"], tool=r["tool_accuracy"],
                        syntax=r["syntax_accuracy"], parameters=r["parameter_accuracy"])
     if e["qa"]:
-        from .qa import evaluate_qa, project_qa_set
-        r = evaluate_qa(model, list(project_qa_set())[:e["qa"]], template="chat",
-                        progress=progress)
+        r = evaluate_task(model, "qa", limit=e["qa"], template="chat", progress=progress)
         metrics.update(qa_closed=r["accuracy_closed"], qa_open=r.get("accuracy_open"))
     if e["choice"]:
-        from .choice import corpus_choice_set, evaluate_choice
-        r = evaluate_choice(model, corpus_choice_set(e["choice"]), progress=progress)
+        r = evaluate_task(model, "mc", "corpus", limit=e["choice"], progress=progress)
         # per-byte scores: the endings differ in length, and summed log-likelihoods
         # mostly pick the shortest one (lm-evaluation-harness' acc_norm)
         metrics.update(choice=r["accuracy_norm"], choice_unnormalized=r["accuracy"])

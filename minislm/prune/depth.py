@@ -219,6 +219,22 @@ def remove_layers(model, drop) -> "Model":
     return select_layers(model, [i for i in range(model.config.n_layer) if i not in drop])
 
 
+def blocks_to_remove(model, k: int, method: str = "ppl", token_batches=None,
+                     protect_first: int | None = None, protect_last: int | None = None,
+                     progress: bool = False) -> tuple[list[int], np.ndarray | None]:
+    """(the k blocks to remove in ascending order, the importance scores [L] they were
+    chosen by — None for "middle", the symmetric rule that needs no data)."""
+    if method == "middle":
+        drop = symmetric_middle(model.config.n_layer, k)
+        first, last = protect_first or 0, protect_last or 0
+        if any(i < first or i >= model.config.n_layer - last for i in drop):
+            raise ConfigError(f"the symmetric middle {drop} includes protected blocks "
+                              f"(first {first}, last {last})")
+        return drop, None
+    scores = importance(model, method, token_batches, progress)
+    return choose_blocks(scores, k, protect_first, protect_last), scores
+
+
 def depth_prune(model, k: int, method: str = "ppl", token_batches=None,
                 protect_first: int | None = None, protect_last: int | None = None,
                 progress: bool = False) -> "Model":
@@ -226,13 +242,6 @@ def depth_prune(model, k: int, method: str = "ppl", token_batches=None,
 
     method: one of IMPORTANCES, or "middle" for the symmetric rule (no data needed).
     """
-    if method == "middle":
-        drop = symmetric_middle(model.config.n_layer, k)
-        first, last = protect_first or 0, protect_last or 0
-        if any(i < first or i >= model.config.n_layer - last for i in drop):
-            raise ConfigError(f"the symmetric middle {drop} includes protected blocks "
-                              f"(first {first}, last {last})")
-    else:
-        scores = importance(model, method, token_batches, progress)
-        drop = choose_blocks(scores, k, protect_first, protect_last)
+    drop, _ = blocks_to_remove(model, k, method, token_batches, protect_first, protect_last,
+                               progress)
     return remove_layers(model, drop)

@@ -20,14 +20,21 @@ the plain SVD of ΔW, which is optimal only for ‖ΔW − BA‖_F.
 
 The statistic can be H = 2 X Xᵀ / n from GPTQ: a positive multiple of X̃ᵀX̃ gives
 the same B A (the scale cancels between Q' and Q'⁻¹).
+
+`eora` compensates one weight; `compensate_model` drives it over every quantized
+linear of a model (the pipeline's `eora` stage; `quantize_model(..., eora_rank=r)`
+does the same inside its own calibration pass).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..calibration import collect
+from ..errors import ConfigError, InputError
+from ..model import families
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,32 @@ def eora(W: np.ndarray, W_hat: np.ndarray, H: np.ndarray, rank: int,
                       error_before=_weighted_error(dW, H),
                       error_eora=_weighted_error(dW - B @ A, H),
                       error_svd=_weighted_error(dW - low_rank_svd, H))
+
+
+def compensate_model(quantized, reference, calib_ids: np.ndarray, rank: int,
+                     progress: bool = False):
+    """A new model: every quantized linear of `quantized` gets EoRA's rank-r term B A.
+
+    ΔW = W − Ŵ takes W from `reference`, the float model the quantization started
+    from, and H = 2 XᵀX / n from the inputs each linear sees in the *quantized*
+    model (one calibration pass over calib_ids [n, T]; the codes stay as they are).
+    The rank is capped at min(out, in) of each layer.
+    """
+    targets = {name: w for name, w in quantized.params.items() if hasattr(w, "eora_A")}
+    stats = collect(quantized, calib_ids, stats=("xtx",), names=list(targets),
+                    progress=progress)
+    params = dict(quantized.params)
+    for lin in families.linear_layers(quantized.config, quantized.prefix):
+        qt = targets.get(lin.name)
+        if qt is None:
+            continue
+        if qt.eora_A is not None:
+            raise ConfigError(f"eora: {lin.name} already carries an EoRA term (quantized "
+                              "with eora_rank > 0); compensate once")
+        W = np.asarray(reference.params[lin.name], dtype=np.float32)
+        W = W.T if lin.orientation == "in_out" else W                       # [out, in]
+        comp = eora(W, qt.effective_out_in(), stats[lin.name].hessian(), min(rank, *W.shape))
+        params[lin.name] = dataclasses.replace(qt, eora_A=comp.A, eora_B=comp.B)
+    extra = dict(quantized.extra_config)
+    extra["quantization_config"] = {**extra.get("quantization_config", {}), "eora_rank": rank}
+    return quantized.replace(params=params, extra_config=extra)

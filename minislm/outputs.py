@@ -111,14 +111,26 @@ def check_output_file(out, inputs=(), overwrite: bool = False, magic: bytes = b"
     return out
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str:
+    """When process `pid` started (field 22 of /proc/PID/stat, in clock ticks since boot),
+    or '-' where there is no /proc: with the pid it names one process, even after the
+    pid of a killed writer has been given to another process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "-"
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _alive(pid: int, started: str) -> bool:
+    """Is the process that wrote a lock (pid, start time) still running?"""
     try:
         os.kill(pid, 0)                      # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError, OSError):
-        return True                          # exists under another user, or not checkable
-    return True
+        pass                                 # exists under another user, or not checkable
+    return started == "-" or _start_time(pid) in ("-", started)
 
 
 @contextlib.contextmanager
@@ -126,13 +138,14 @@ def output_lock(out, command: str):
     """Hold `out/minislm.lock` while writing `out`; InputError if another live run holds it.
 
     The lock is created with O_CREAT | O_EXCL (atomic: of two runs starting at
-    once exactly one creates it) and holds the writer's pid; a lock left by a
-    process that no longer exists (killed with SIGKILL) is removed and retaken.
+    once exactly one creates it) and holds the writer's pid and start time; a lock
+    left by a process that no longer exists (killed with SIGKILL) is stale: it is
+    removed and retaken.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK
-    mine = f"{os.getpid()} minislm {command}\n"
+    mine = f"{os.getpid()} {_start_time(os.getpid())} minislm {command}\n"
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -163,7 +176,7 @@ def _refuse_or_clear(path: Path, out: Path) -> None:
     if pid is None and age < 10:             # just created, its pid not written yet
         raise InputError(f"--out {out} is being written by another minislm run (lock {path}); "
                          "wait for it to finish or choose another --out")
-    if pid is not None and _alive(pid):
+    if pid is not None and _alive(pid, owner[1] if len(owner) > 1 else "-"):
         whose = "this process" if pid == os.getpid() else f"another minislm run (pid {pid})"
         raise InputError(f"--out {out} is being written by {whose}, lock {path}; wait for it "
                          "to finish or choose another --out")

@@ -378,20 +378,30 @@ def test_outputs_inside_or_around_inputs_are_refused(commands, gpt2_dir, corpus,
 
 def test_two_compress_runs_cannot_share_an_out(commands, tmp_path, capsys):
     """issue 13 item 19: two concurrent `compress` runs on one --out both exited 0 and
-    mixed their reports. A live lock refuses the second run; a stale one is taken over."""
+    mixed their reports. While one run holds the lock a second is refused; the lock of
+    a killed run is stale and taken over, also when its pid now names another process."""
     out = tmp_path / "c"
-    out.mkdir()
-    (out / "minislm_output.json").write_text("{}")
-    with reaped(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])) as other:
-        (out / "minislm.lock").write_text(f"{other.pid} minislm compress\n")
+    holder = textwrap.dedent(f"""
+        import time
+        from minislm.outputs import mark_output, output_lock
+        with output_lock(mark_output({str(out)!r}, "compress"), "compress"):
+            print("held", flush=True)
+            time.sleep(120)
+    """)
+    with reaped(subprocess.Popen([sys.executable, "-c", holder], env=ENV, text=True,
+                                 stdout=subprocess.PIPE)) as other:
+        assert other.stdout.readline() == "held\n"
         _refused(_with_out(commands["compress"], out), capsys, f"pid {other.pid}")
         assert not (out / "stages").exists()
-        other.kill()
+        other.kill()                                  # SIGKILL: the lock file stays behind
         other.wait()
-    assert cli_main(_with_out(commands["compress"], out)) == 0     # the lock was stale
-    assert not (out / "minislm.lock").exists()                     # released at the end
+    assert (out / "minislm.lock").exists()
+    assert cli_main(_with_out(commands["compress"], out)) == 0
+    assert not (out / "minislm.lock").exists()        # released at the end
+    with reaped(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])) as p:
+        (out / "minislm.lock").write_text(f"{p.pid} 1 minislm compress\n")  # a reused pid
+        assert cli_main(_with_out(commands["compress"], out)) == 0
     capsys.readouterr()
-
 
 
 # =========================================================== resume after a kill

@@ -5,17 +5,24 @@
 # makes it thinner (Minitron; the voice-assistant thesis §5.4.1; the GPT-2
 # slides' "768 → 384 dimensions, 12 → 6 heads"):
 #
-# * **attention heads** ranked by ‖A_q,h‖₂ + ‖A_k,h‖₂ + ‖A_v,h‖₂, the L2 norm of
-#   each head's query/key/value activations over the calibration tokens;
-# * **MLP neurons** ranked by the L2 norm of their activation (what the down
-#   projection reads);
-# * **embedding channels** ranked by the norm of the LayerNorm/RMSNorm outputs,
-#   summed over every norm in the model.
+# Minitron (Muralidharan et al. 2024 §2.2) scores each part by the size of its
+# activation on calibration text, aggregated as a **mean over the sequence,
+# then an L2 norm over the batch** (the combination the paper found best):
+#
+# * **attention head** h: F_h = ‖ mean_t ‖O_bt,h‖₂ ‖₂ over b, with O_h the head's
+#   attention output (what o_proj / c_proj reads, D channels per head);
+# * **MLP neuron** j: F_j = ‖ mean_t |A_bt,j| ‖₂ over b, with A the intermediate
+#   activation (what the down projection reads);
+# * **embedding channel** c: the same on every LayerNorm/RMSNorm output, summed
+#   over the norms.
+#
+# The voice-assistant thesis uses other formulas (heads ‖A_q‖₂ + ‖A_k‖₂ + ‖A_v‖₂,
+# neurons the gate output's L2 over the batch averaged over positions);
+# `width_importance(..., importance="voice-thesis")` computes those, and the
+# last table compares the two.
 #
 # Then the weight matrices are *sliced*: the saved file really shrinks and any
 # loader (transformers included) runs it, unlike unstructured sparsity (lesson 11).
-# The activation norms need no stored activations: ‖X Wᵀ‖² per output is
-# wᵀ (XᵀX) w, so one calibration pass collecting XᵀX is enough.
 
 # %%
 import os
@@ -53,11 +60,24 @@ calib = {name: calibration_batches(m, None, n_samples=8, seqlen=SEQLEN, seed=0)
 scores = {name: width.width_importance(m, calib[name]) for name, m in models.items()}
 
 # %% [markdown]
+# Minitron's neuron score in three lines: catch what the down projection reads
+# (forward's `observer` sees every linear's input), average |A| over the
+# sequence, take the L2 norm over the batch.
+
+# %%
+gpt2, seen = models["gpt2"], []
+minislm.forward(gpt2, calib["gpt2"], observer=lambda name, x: seen.append(x)
+                if name == "transformer.h.0.mlp.c_proj.weight" else None)
+A = seen[0]                                                   # [B, T, F]
+F0 = np.sqrt((np.abs(A).mean(axis=1) ** 2).sum(axis=0))       # [F]
+assert np.allclose(F0, scores["gpt2"].neurons[0], rtol=1e-5)
+
+# %% [markdown]
 # ## What the importance scores look like
 #
-# Head scores per layer (query part; the LLaMA model shares each key/value head
-# between a group of query heads, so groups are kept or dropped whole and heads
-# compete only inside their group). A few channels of the residual stream carry
+# Head scores per layer (the LLaMA model shares each key/value head between a
+# group of query heads, so groups are kept or dropped whole, by the sum of their
+# heads' scores, and heads compete only inside their group). A few channels of the residual stream carry
 # most of the activation energy — the "outlier features" that also matter for WANDA.
 
 # %%
@@ -113,7 +133,7 @@ for row in table:
 # Trim the same number of MLP neurons three ways: keep the most important half
 # (the Minitron rule), a random half, or the least important half. If the score
 # means anything, keeping the bottom half must hurt most. (On the tiny GPT-2 a
-# random half happens to do about as well as the top half: activation norm is a
+# random half is only a little worse than the top half: activation norm is a
 # heuristic, and GELU neurons with large but nearly constant outputs act like
 # biases the next layer has learned around. Minitron recovers with distillation.)
 
@@ -122,7 +142,7 @@ rng = np.random.default_rng(0)
 for name, m in models.items():
     s = scores[name]
     half = m.config.d_ff // 2
-    with_neurons = lambda n: width.WidthImportance(s.heads, s.kv_heads, n, s.channels)
+    with_neurons = lambda n: width.WidthImportance(s.heads, n, s.channels)
     ranked = ppl(width.width_trim(m, scores=s, ffn=half))
     random = ppl(width.width_trim(m, scores=with_neurons(rng.random(s.neurons.shape)), ffn=half))
     reverse = ppl(width.width_trim(m, scores=with_neurons(-s.neurons), ffn=half))
@@ -130,6 +150,19 @@ for name, m in models.items():
           f"{random:.2f}, the bottom half {reverse:.2f}")
     assert ranked < reverse
 
+
+# %% [markdown]
+# ## Minitron's formula or the voice thesis'?
+#
+# The same trims with the thesis' scores. Both are heuristics; which one keeps
+# the perplexity lower depends on the model and the dimension.
+
+# %%
+for name, m in models.items():
+    thesis = width.width_importance(m, calib[name], importance="voice-thesis")
+    for label, sizes in list(configs(m.config).items())[1:]:
+        a, b = (ppl(width.width_trim(m, scores=s, **sizes)) for s in (scores[name], thesis))
+        print(f"tiny-{name} {label:28s} minitron {a:9.2f}   voice-thesis {b:9.2f}")
 
 # %% [markdown]
 # ## The saved model is smaller and loads anywhere

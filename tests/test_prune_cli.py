@@ -35,6 +35,7 @@ CASES = [  # (family, method, options): every method on LLaMA, the GPT-2 layouts
     ("gpt2", "depth", ["--importance", "middle", "--remove-layers", "2"]),
     ("llama", "depth", ["--layers", "0,1,1,3"]),
     ("llama", "width", ["--heads", "2", "--ffn", "32"]),
+    ("llama", "width", ["--importance", "voice-thesis", "--heads", "2", "--ffn", "32"]),
     ("gpt2", "width", ["--hidden", "16", "--ffn", "32"]),   # GPT-2: heads move with the width
     ("llama", "magnitude", ["--sparsity", "0.4", "--scope", "global"]),
     ("gpt2", "magnitude", ["--nm", "2:4"]),
@@ -69,6 +70,8 @@ def test_prune_command(setup, tmp_path, capsys, family, method, extra):
     (["--method", "depth"], "needs --remove-layers"),
     (["--method", "depth", "--remove-layers", "3", "--protect-first", "2"], "cannot remove"),
     (["--method", "width"], "at least one of"),
+    (["--method", "width", "--ffn", "32", "--importance", "ppl"], "does not apply to --method"),
+    (["--method", "depth", "--remove-layers", "1", "--importance", "minitron"], "expected one of"),
     (["--method", "wanda", "--nm", "2:3"], "multiple of M=3"),
     (["--method", "magnitude", "--sparsity", "2"], "sparsity must be"),
 ])
@@ -78,6 +81,21 @@ def test_prune_command_errors(setup, tmp_path, capsys, extra, message):
     assert main(args + extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_width_importance_flag_chooses_the_formula(setup, tmp_path, capsys, monkeypatch):
+    """`--importance` picks the width formula (default Minitron's, issue 13 item 11)."""
+    from minislm.prune import width
+    used = []
+    real = width.width_importance
+    monkeypatch.setattr(width, "width_importance",
+                        lambda *a, **k: used.append(a[2]) or real(*a, **k))
+    args = ["prune", "--model", str(setup["llama"]), "--method", "width", "--ffn", "32",
+            "--calib", str(setup["calib"]), "--calib-samples", "2", "--calib-seqlen", "8"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--importance", "voice-thesis"]) == 0
+    assert used == ["minitron", "voice-thesis"]
+    assert "voice-thesis importance" in capsys.readouterr().out
 
 
 def test_depth_refuses_an_impossible_removal_before_scoring(setup, tmp_path, capsys,

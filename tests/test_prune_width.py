@@ -14,59 +14,102 @@ from conftest import build_hf_model, hf_logits, save_hf_model
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def hf_models():
+    return {"gpt2": build_hf_model("gpt2", n_layer=2, seed=1),
+            "llama": build_hf_model("llama", n_layer=2, seed=1, n_head=4, n_kv_head=2,
+                                    d_model=32, d_ff=48)}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, hf_models):
     root = tmp_path_factory.mktemp("width")
-    return {"gpt2": minislm.load(save_hf_model(build_hf_model("gpt2", n_layer=2, seed=1),
-                                               root / "gpt2")),
-            "llama": minislm.load(save_hf_model(build_hf_model(
-                "llama", n_layer=2, seed=1, n_head=4, n_kv_head=2, d_model=32, d_ff=48),
-                root / "llama"))}
+    return {f: minislm.load(save_hf_model(m, root / f)) for f, m in hf_models.items()}
 
 
 def calib(n=4, T=12, seed=0):
     return np.random.default_rng(seed).integers(0, 101, size=(n, T))
 
 
-def test_output_norms_from_statistics_equal_direct():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 6)).astype(np.float32)
-    W = rng.standard_normal((5, 6)).astype(np.float32)
-    b = rng.standard_normal(5).astype(np.float32)
-    s = calibration.Stats()
-    s.update(X[:25], ("sum", "xtx"))
-    s.update(X[25:], ("sum", "xtx"))
-    A = X.astype(np.float64) @ W.T + b
-    # XᵀX of float32 inputs is a float32 GEMM per batch (summed in float64): ~1e-8 relative
-    np.testing.assert_allclose(width.output_norms(W, b, s), np.linalg.norm(A, axis=0), rtol=1e-6)
-    np.testing.assert_allclose(width.output_norms(W, None, s),
-                               np.linalg.norm(X.astype(np.float64) @ W.T, axis=0), rtol=1e-6)
+def torch_activations(hf, family, ids):
+    """{what: [tensor per layer]} caught by forward (pre-)hooks on the transformers modules."""
+    import torch
+    seen = {}
+
+    def keep(key, pre):
+        def hook(module, args, output=None):
+            seen.setdefault(key, []).append((args[0] if pre else output).detach().double())
+        return hook
+
+    if family == "gpt2":
+        blocks, final = hf.transformer.h, hf.transformer.ln_f
+        outputs = lambda b: {"attn_norm": b.ln_1, "mlp_norm": b.ln_2, "qkv": b.attn.c_attn,
+                             "gate": b.mlp.c_fc}
+        inputs = lambda b: {"attn_out": b.attn.c_proj, "mlp_hidden": b.mlp.c_proj}
+    else:
+        blocks, final = hf.model.layers, hf.model.norm
+        outputs = lambda b: {"attn_norm": b.input_layernorm, "mlp_norm": b.post_attention_layernorm,
+                             "q": b.self_attn.q_proj, "k": b.self_attn.k_proj,
+                             "v": b.self_attn.v_proj, "gate": b.mlp.gate_proj}
+        inputs = lambda b: {"attn_out": b.self_attn.o_proj, "mlp_hidden": b.mlp.down_proj}
+    handles = [final.register_forward_hook(keep("final_norm", False))]
+    for b in blocks:
+        handles += [m.register_forward_hook(keep(k, False)) for k, m in outputs(b).items()]
+        handles += [m.register_forward_pre_hook(keep(k, True)) for k, m in inputs(b).items()]
+    with torch.no_grad():
+        hf(torch.tensor(ids))
+    for h in handles:
+        h.remove()
+    if family == "gpt2":                             # c_attn's output is q, k, v side by side
+        seen["q"], seen["k"], seen["v"] = zip(*(a.chunk(3, dim=-1) for a in seen.pop("qkv")))
+    return seen
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_head_importance_equals_direct_activation_norms(models, family):
-    model, ids = models[family], calib()
-    scores = width.width_importance(model, ids)
-    cfg = model.config
-    seen = {}
-    minislm.forward(model, ids, observer=lambda n, x: seen.setdefault(n, []).append(
-        x.reshape(-1, x.shape[-1]).astype(np.float64)))
+def test_minitron_importance_equals_a_torch_computation_with_hooks(models, hf_models, family):
+    """Issue 13 item 11: mean over the sequence, then L2 over the batch, of the per-head
+    attention output norm, the MLP intermediate activation and every norm's output."""
+    model, ids, cfg = models[family], calib(), models[family].config
+    scores = width.width_importance(model, ids, importance="minitron", batch_size=3)
+    assert scores.method == "minitron"
+    a = torch_activations(hf_models[family], family, ids)
+    B, T = ids.shape
+    agg = lambda x: x.mean(dim=1).norm(dim=0).numpy()          # [B, T, n] -> [n]
     for i in range(cfg.n_layer):
-        (Wq, bq), (Wk, bk), (Wv, bv) = width._qkv(model, i)
-        p = families.block_prefix(cfg, model.prefix, i)
-        X = np.concatenate(seen[p + ("attn.c_attn.weight" if family == "gpt2"
-                                     else "self_attn.q_proj.weight")])
+        O = a["attn_out"][i].reshape(B, T, cfg.n_head, cfg.head_dim).norm(dim=-1)
+        np.testing.assert_allclose(scores.heads[i], agg(O), rtol=1e-5)
+        np.testing.assert_allclose(scores.neurons[i], agg(a["mlp_hidden"][i].abs()), rtol=1e-5)
+    norms = a["attn_norm"] + a["mlp_norm"] + a["final_norm"]
+    np.testing.assert_allclose(scores.channels, sum(agg(x.abs()) for x in norms), rtol=1e-5)
 
-        def head_norms(W, b):
-            A = X @ W.T.astype(np.float64) + (0 if b is None else b)
-            return np.linalg.norm(A.reshape(len(X), -1, cfg.head_dim), axis=(0, 2))
 
-        np.testing.assert_allclose(scores.heads[i], head_norms(Wq, bq), rtol=1e-6)
-        np.testing.assert_allclose(scores.kv_heads[i], head_norms(Wk, bk) + head_norms(Wv, bv),
-                                   rtol=1e-6)
-        H_in = np.concatenate(seen[p + ("mlp.c_proj.weight" if family == "gpt2"
-                                        else "mlp.down_proj.weight")])
-        np.testing.assert_allclose(scores.neurons[i], np.linalg.norm(H_in, axis=0), rtol=1e-6)
-    assert scores.channels.shape == (cfg.d_model,) and np.all(scores.channels > 0)
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_voice_thesis_importance_equals_a_torch_computation_with_hooks(models, hf_models, family):
+    """Issue 13 item 11: heads ‖A_q‖₂ + ‖A_k‖₂ + ‖A_v‖₂ (L2 over batch and sequence, k and v
+    of the head's KV group), neurons (1/T) Σ_t ‖gate output_t‖₂ (L2 over the batch; GPT-2's
+    c_fc output), channels the L2 over batch and sequence of every norm's output."""
+    model, ids, cfg = models[family], calib(), models[family].config
+    scores = width.width_importance(model, ids, importance="voice-thesis", batch_size=3)
+    assert scores.method == "voice-thesis"
+    a = torch_activations(hf_models[family], family, ids)
+    B, T = ids.shape
+    per_head = lambda A: A.reshape(B, T, -1, cfg.head_dim).pow(2).sum(dim=(0, 1, 3)).sqrt()
+    for i in range(cfg.n_layer):
+        kv = per_head(a["k"][i]) + per_head(a["v"][i])
+        expected = per_head(a["q"][i]) + kv.repeat_interleave(cfg.n_head // cfg.n_kv_head)
+        np.testing.assert_allclose(scores.heads[i], expected.numpy(), rtol=1e-5)
+        expected = a["gate"][i].pow(2).sum(dim=0).sqrt().mean(dim=0)   # ‖·‖₂ over b, mean over t
+        np.testing.assert_allclose(scores.neurons[i], expected.numpy(), rtol=1e-5)
+    norms = a["attn_norm"] + a["mlp_norm"] + a["final_norm"]
+    expected = sum(x.pow(2).sum(dim=(0, 1)).sqrt() for x in norms)
+    np.testing.assert_allclose(scores.channels, expected.numpy(), rtol=1e-5)
+
+
+def test_the_two_formulas_rank_differently_and_bad_names_fail(models):
+    model, ids = models["llama"], calib()
+    m, t = (width.width_importance(model, ids, importance=k) for k in width.IMPORTANCE)
+    assert not np.allclose(m.neurons / m.neurons.max(), t.neurons / t.neurons.max())
+    with pytest.raises(ConfigError, match="minitron"):
+        width.width_importance(model, ids, importance="taylor")
 
 
 def zero_out(model, heads_kept, neurons_kept):

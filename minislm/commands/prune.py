@@ -1,7 +1,8 @@
 """minislm prune: depth/width trimming and unstructured/N:M pruning of a checkpoint.
 
     minislm prune --model PATH --method {depth,width,magnitude,wanda,sparsegpt}
-        [--importance {magnitude,taylor,ppl,block,middle}] [--remove-layers K]
+        [--importance {magnitude,taylor,ppl,block,middle | minitron,voice-thesis}]
+        [--remove-layers K]
         [--protect-first F --protect-last L] [--layers 0,1,2,2,3]
         [--heads H --kv-heads K --ffn F --hidden D] [--sparsity S | --nm N:M]
         [--scope {layer,global}] [--calib FILE] [--calib-samples N --calib-seqlen T]
@@ -19,6 +20,8 @@ from . import add_overwrite, options
 NAME = "prune"
 HELP = "prune or trim a checkpoint (depth, width, magnitude, WANDA, SparseGPT)"
 METHODS = ("depth", "width", "magnitude", "wanda", "sparsegpt")
+DEPTH_IMPORTANCE = ("magnitude", "taylor", "ppl", "block", "middle")
+WIDTH_IMPORTANCE = ("minitron", "voice-thesis")       # = minislm.prune.width.IMPORTANCE
 
 
 def add_arguments(p):
@@ -27,10 +30,11 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output folder for the pruned checkpoint")
     add_overwrite(p)
     g = p.add_argument_group("depth")
-    g.add_argument("--importance", default="ppl",
-                   choices=("magnitude", "taylor", "ppl", "block", "middle"),
-                   help="block importance (default ppl, the LLaMA thesis' choice); 'middle' "
-                        "removes blocks symmetrically from the centre (GPT-2 slides)")
+    g.add_argument("--importance", default=None, choices=DEPTH_IMPORTANCE + WIDTH_IMPORTANCE,
+                   help="depth: block importance (default ppl, the LLaMA thesis' choice); "
+                        "'middle' removes blocks symmetrically from the centre (GPT-2 slides). "
+                        "width: 'minitron' (default; Minitron's mean over the sequence, L2 over "
+                        "the batch) or 'voice-thesis' (the voice-assistant thesis' formulas)")
     g.add_argument("--remove-layers", type=int, help="number of blocks to remove")
     g.add_argument("--protect-first", type=int, default=None,
                    help="never remove the first F blocks (default 4, lowered on shallow models)")
@@ -66,6 +70,12 @@ def run(args) -> int:
     from minislm.outputs import check_output, mark_output
     from minislm.prune import depth, magnitude, report, sparsegpt, wanda, width
 
+    allowed = {"depth": DEPTH_IMPORTANCE, "width": WIDTH_IMPORTANCE}.get(args.method, ())
+    if args.importance is not None and args.importance not in allowed:
+        raise ConfigError(f"--importance {args.importance} does not apply to --method "
+                          f"{args.method}" + (f"; expected one of {', '.join(allowed)}"
+                                              if allowed else " (it has no importance choice)"))
+    importance = args.importance or {"depth": "ppl", "width": "minitron"}.get(args.method)
     check_output(args.out, [args.model, args.calib], args.overwrite)
     model = minislm.load(args.model)
     cfg = model.config
@@ -90,15 +100,15 @@ def run(args) -> int:
             if not args.remove_layers:
                 raise ConfigError("--method depth needs --remove-layers K (or --layers SEQ)")
             k = args.remove_layers
-            if args.importance != "middle":       # refuse before reading calibration text
+            if importance != "middle":       # refuse before reading calibration text
                 first, last = depth.protection(cfg.n_layer, k, args.protect_first,
                                                args.protect_last)
-            ids = None if args.importance in ("magnitude", "middle") else calib()
-            drop, scores = depth.blocks_to_remove(model, k, args.importance, ids,
+            ids = None if importance in ("magnitude", "middle") else calib()
+            drop, scores = depth.blocks_to_remove(model, k, importance, ids,
                                                   args.protect_first, args.protect_last,
                                                   progress=True)
             if scores is not None:
-                print(f"{args.importance} importance per block: "
+                print(f"{importance} importance per block: "
                       + " ".join(f"{i}:{v:.4g}" for i, v in enumerate(scores)))
                 print(f"protected: first {first}, last {last}")
             new = depth.remove_layers(model, drop)
@@ -109,7 +119,8 @@ def run(args) -> int:
                               "--ffn, --hidden")
         width.target_sizes(cfg, args.heads, args.kv_heads, args.ffn, args.hidden)  # check first
         new = width.width_trim(model, calib(), args.heads, args.kv_heads, args.ffn, args.hidden,
-                               progress=True)
+                               importance=importance, progress=True)
+        print(f"{importance} importance")
         c2 = new.config
         print(f"heads {cfg.n_head}->{c2.n_head}, kv heads {cfg.n_kv_head}->{c2.n_kv_head}, "
               f"ffn {cfg.d_ff}->{c2.d_ff}, hidden {cfg.d_model}->{c2.d_model}")

@@ -1,24 +1,42 @@
 """Width trimming (Minitron-style): drop attention heads, MLP neurons and
 embedding channels, and physically slice the weights so the model is smaller.
 
-Importance from activations on calibration text (Muralidharan et al. 2024,
-"Compact Language Models via Pruning and Knowledge Distillation" §2.2;
-voice-assistant thesis §5.4.1). ‖A‖₂ is the L2 norm over all calibration
-tokens (batch and sequence) of an activation:
+Importance from activations on calibration text, in one of two formulas
+(`importance=`; both from one forward pass over the calibration windows
+[B, T], reading the inputs of the linears through `forward`'s observer):
 
-    head h          F_h = ‖A_q,h‖₂ + ‖A_k,h‖₂ + ‖A_v,h‖₂         A_q,h = X W_q,hᵀ (+ b), [n, D]
-    MLP neuron j    F_j = ‖A_j‖₂,   A_j = φ(x W_fc/gate)_j (⊙ up) the input of down/proj
-    channel c       F_c = Σ_norms ‖LN(X)_c‖₂    over every norm output (attention, MLP, final)
+"minitron" (default) — Muralidharan et al. 2024, "Compact Language Models via
+Pruning and Knowledge Distillation" §2.2 with the aggregation the paper found
+best (Table 11: mean over the sequence, then L2 norm over the batch):
 
-The q/k/v norms come exactly from the calibration statistics of the attention
-input (no activation stored): for an output row w_o and bias b_o,
+    head h          F_h = ‖ mean_t ‖O_bt,h‖₂ ‖₂,b     O_h [B, T, D] the head's attention
+                                                      output (the input of o_proj / c_proj)
+    MLP neuron j    F_j = ‖ mean_t |A_bt,j| ‖₂,b      A [B, T, F] the MLP intermediate
+                                                      activation (the input of down / c_proj)
+    channel c       F_c = Σ_norms ‖ mean_t |N_bt,c| ‖₂,b   N [B, T, C] every norm's output
+                                                      (attention, MLP and final norm)
 
-    ‖A_o‖² = Σ_t (w_o·x_t + b_o)² = w_oᵀ (XᵀX) w_o + 2 b_o w_o·(Σ_t x_t) + n b_o²
+"voice-thesis" — the voice-assistant thesis §5.4.1 (its equations for heads and
+neurons; ‖·‖₂ over batch and sequence unless a dimension is named):
+
+    head h          F_h = ‖A_q,h‖₂ + ‖A_k,h‖₂ + ‖A_v,h‖₂    A_q,h = N W_q,hᵀ (+ b) [B, T, D]
+                                                       (k and v of the KV head h reads)
+    MLP neuron j    F_j = (1/T) Σ_t ‖A_t,j‖₂,b       A = N W_gateᵀ (+ b), the gate projection
+                                                       output (GPT-2, without a gate: c_fc's)
+    channel c       F_c = Σ_norms ‖N_c‖₂            the thesis gives no formula for
+                                                       channels (its figure only); this uses
+                                                       the L2 over batch and sequence of its
+                                                       head formula, summed over the norms
+
+Until issue 13 minislm used a mix of the two (the thesis' heads, but neurons
+and channels as L2 over all tokens of the MLP intermediate and norm outputs),
+which is neither; the default is now Minitron's.
 
 GQA (LLaMA): H query heads share K KV heads in groups of G = H/K. A KV group is
-kept or dropped whole, with its K/V rows; query heads are ranked inside their
-group (Minitron). Keeping H' heads keeps all K groups with H'/K heads each when
-K divides H', else drops whole groups (H' = K'·G). GPT-2 has one head per group.
+kept or dropped whole, with its K/V rows, by the sum of its query heads' scores;
+query heads are ranked inside their group (Minitron). Keeping H' heads keeps all
+K groups with H'/K heads each when K divides H', else drops whole groups
+(H' = K'·G). GPT-2 has one head per group.
 
 The result is an ordinary checkpoint of a smaller config: the rows/columns of
 every tensor are sliced (embeddings and LM head lose columns, q/k/v/o lose the
@@ -33,33 +51,28 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import calibration
 from ..errors import ConfigError
 from ..model import families
+from ..model.forward import forward
+from ..model.layers import linear
+
+IMPORTANCE = ("minitron", "voice-thesis")
 
 
 @dataclasses.dataclass
 class WidthImportance:
-    heads: np.ndarray      # [L, H]  ‖A_q,h‖₂ per query head
-    kv_heads: np.ndarray   # [L, K]  ‖A_k,g‖₂ + ‖A_v,g‖₂ per KV head
-    neurons: np.ndarray    # [L, F]  ‖A_j‖₂ per MLP neuron
-    channels: np.ndarray   # [C]     Σ over norm outputs of ‖LN(X)_c‖₂
+    heads: np.ndarray      # [L, H]  per query head
+    neurons: np.ndarray    # [L, F]  per MLP neuron
+    channels: np.ndarray   # [C]     per embedding channel, summed over the norms
+    method: str = "minitron"
 
     def groups(self, G: int) -> np.ndarray:
-        """[L, K] importance of whole KV groups: their query heads plus their k and v."""
+        """[L, K] importance of whole KV groups: the sum of their query heads' scores."""
         L, H = self.heads.shape
-        return self.heads.reshape(L, H // G, G).sum(-1) + self.kv_heads
-
-
-def output_norms(W_out_in: np.ndarray, bias, stats: calibration.Stats) -> np.ndarray:
-    """‖A_o‖₂ [out] for A = X Wᵀ + b from the input statistics (n, Σx, XᵀX)."""
-    W = W_out_in.astype(np.float64)                                     # [out, in]
-    sq = ((W @ stats.xtx) * W).sum(1)                                   # w_oᵀ XᵀX w_o
-    if bias is not None:
-        b = bias.astype(np.float64)
-        sq = sq + 2.0 * b * (W @ stats.sum) + stats.n * b * b
-    return np.sqrt(np.maximum(sq, 0.0))
+        return self.heads.reshape(L, H // G, G).sum(-1)
 
 
 def _qkv(model, i):
@@ -73,30 +86,98 @@ def _qkv(model, i):
             for r in "qkv"]
 
 
-def width_importance(model, token_batches, batch_size: int = 8,
-                     progress: bool = False) -> WidthImportance:
-    """Head, KV-head, neuron and channel importance from one calibration pass."""
+def _mean_t_sq_b(a: np.ndarray) -> np.ndarray:
+    """Σ_b (mean_t a_bt)² [n] for a [B, T, n]: Minitron's aggregation, before the root."""
+    m = a.mean(axis=1, dtype=np.float64)                                    # [B, n]
+    return (m * m).sum(0)
+
+
+def _sq_bt(a: np.ndarray) -> np.ndarray:
+    """Σ_b,t a_bt² [n] for a [B, T, n]."""
+    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    return (a * a).sum(0)
+
+
+def _read_inputs(model) -> dict:
+    """{linear name: (what its input is, layer, Linear)} for the inputs the scores read."""
+    what = {"o": "attn_out", "proj": "mlp_hidden", "down": "mlp_hidden",       # GPT-2, LLaMA
+            "qkv": "attn_norm", "q": "attn_norm", "fc": "mlp_norm", "gate": "mlp_norm",
+            "lm_head": "final_norm"}
+    return {lin.name: (what[lin.role], lin.layer, lin)
+            for lin in families.linear_layers(model.config, model.prefix, include_lm_head=True)
+            if lin.role in what}
+
+
+def _minitron(model):
+    """(observer, result) accumulating Minitron's sums Σ_b (mean_t ·)²."""
     cfg = model.config
-    L, H, K, D = cfg.n_layer, cfg.n_head, cfg.n_kv_head, cfg.head_dim
-    by_role = {(lin.layer, lin.role): lin.name for lin in
-               families.linear_layers(cfg, model.prefix, include_lm_head=True)}
-    attn_in = [by_role[(i, "qkv" if cfg.family == "gpt2" else "q")] for i in range(L)]
-    mlp_in = [by_role[(i, "fc" if cfg.family == "gpt2" else "gate")] for i in range(L)]
-    mlp_hidden = [by_role[(i, "proj" if cfg.family == "gpt2" else "down")] for i in range(L)]
-    head = by_role[(None, "lm_head")]
-    stats = calibration.collect(model, token_batches, ("sum", "sq_norm", "xtx"),
-                                names=attn_in + mlp_in + mlp_hidden + [head],
-                                batch_size=batch_size, progress=progress)
-    heads, kv_heads = np.zeros((L, H)), np.zeros((L, K))
-    for i in range(L):
-        (Wq, bq), (Wk, bk), (Wv, bv) = _qkv(model, i)
-        s = stats[attn_in[i]]
-        per_head = [np.sqrt((output_norms(W, b, s) ** 2).reshape(-1, D).sum(1))
-                    for W, b in ((Wq, bq), (Wk, bk), (Wv, bv))]                # [H], [K], [K]
-        heads[i], kv_heads[i] = per_head[0], per_head[1] + per_head[2]
-    neurons = np.stack([np.sqrt(stats[n].sq_norm) for n in mlp_hidden])        # [L, F]
-    channels = sum(np.sqrt(stats[n].sq_norm) for n in attn_in + mlp_in + [head])   # [C]
-    return WidthImportance(heads, kv_heads, neurons, channels)
+    reads = _read_inputs(model)
+    heads = np.zeros((cfg.n_layer, cfg.n_head))
+    neurons = np.zeros((cfg.n_layer, cfg.d_ff))
+    channels = {}                                                            # norm -> [C]
+
+    def observe(name, x):                                                    # x [B, T, in]
+        what, i, _ = reads.get(name, (None, None, None))
+        B, T, _ = x.shape
+        if what == "attn_out":
+            O = x.reshape(B, T, cfg.n_head, cfg.head_dim)                    # [B, T, H, D]
+            heads[i] += _mean_t_sq_b(np.sqrt((O * O).sum(-1)))              # ‖O_bt,h‖₂ over D
+        elif what == "mlp_hidden":
+            neurons[i] += _mean_t_sq_b(np.abs(x))                            # A [B, T, F]
+        elif what is not None:                                               # a norm's output
+            channels[name] = channels.get(name, 0.0) + _mean_t_sq_b(np.abs(x))
+
+    def result():
+        return WidthImportance(np.sqrt(heads), np.sqrt(neurons),
+                               sum(np.sqrt(c) for c in channels.values()), "minitron")
+    return observe, result
+
+
+def _voice_thesis(model):
+    """(observer, result) accumulating the voice thesis' sums of squares."""
+    cfg, P = model.config, model.params
+    reads = _read_inputs(model)
+    qkv = [np.zeros((cfg.n_layer, n)) for n in (cfg.n_head, cfg.n_kv_head, cfg.n_kv_head)]
+    gate = [np.zeros((0, cfg.d_ff)) for _ in range(cfg.n_layer)]         # [T, F] Σ_b A_t²
+    channels = {}                                                            # norm -> [C]
+
+    def observe(name, x):                                                    # x [B, T, C]
+        what, i, lin = reads.get(name, (None, None, None))
+        if what not in ("attn_norm", "mlp_norm", "final_norm"):
+            return
+        channels[name] = channels.get(name, 0.0) + _sq_bt(x)
+        if what == "attn_norm":
+            for sums, (W, b) in zip(qkv, _qkv(model, i)):
+                A = linear(x, W, b)                                          # [B, T, n·D]
+                sums[i] += _sq_bt(A).reshape(-1, cfg.head_dim).sum(1)       # [n] per head
+        elif what == "mlp_norm":
+            b = P[lin.bias] if lin.bias else None
+            A = linear(x, P[name], b, lin.orientation).astype(np.float64)   # [B, T, F]
+            T = A.shape[1]
+            if len(gate[i]) < T:
+                gate[i] = np.concatenate([gate[i], np.zeros((T - len(gate[i]), cfg.d_ff))])
+            gate[i][:T] += (A * A).sum(0)                                    # Σ_b A_bt²
+
+    def result():
+        q, k, v = (np.sqrt(s) for s in qkv)                                  # [L, H], [L, K]
+        heads = q + np.repeat(k + v, cfg.n_rep, axis=1)                      # [L, H]
+        neurons = np.stack([np.sqrt(g).mean(0) for g in gate])               # (1/T) Σ_t ‖·‖₂,b
+        return WidthImportance(heads, neurons, sum(np.sqrt(c) for c in channels.values()),
+                               "voice-thesis")
+    return observe, result
+
+
+def width_importance(model, token_batches, importance: str = "minitron", batch_size: int = 8,
+                     progress: bool = False) -> WidthImportance:
+    """Head, neuron and channel importance (`importance`: "minitron" or "voice-thesis";
+    the formulas are in the module docstring) from one pass over calibration ids [N, T]."""
+    if importance not in IMPORTANCE:
+        raise ConfigError(f"width importance must be one of {IMPORTANCE}, found {importance!r}")
+    observe, result = (_minitron if importance == "minitron" else _voice_thesis)(model)
+    for ids in tqdm(calibration._as_batches(token_batches, batch_size), desc="importance",
+                    disable=not progress):
+        forward(model, ids, observer=observe)
+    return result()
 
 
 def _top(scores, k) -> np.ndarray:
@@ -135,18 +216,19 @@ def target_sizes(config, heads=None, kv_heads=None, ffn=None, hidden=None):
 
 
 def width_trim(model, token_batches=None, heads=None, kv_heads=None, ffn=None, hidden=None,
-               scores: WidthImportance | None = None, batch_size: int = 8,
-               progress: bool = False):
+               scores: WidthImportance | None = None, importance: str = "minitron",
+               batch_size: int = 8, progress: bool = False):
     """A new, physically smaller model keeping the most important heads, neurons, channels.
 
     heads/kv_heads/ffn/hidden: the new n_head, n_kv_head, d_ff, d_model (None = keep).
-    scores: precomputed `width_importance` (else computed from token_batches).
+    scores: precomputed `width_importance` (else computed from token_batches with the
+    `importance` formula, "minitron" or "voice-thesis").
     """
     cfg, P, prefix = model.config, model.params, model.prefix
     H, K, D, G = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_rep
     H2, K2, F2, C2 = target_sizes(cfg, heads, kv_heads, ffn, hidden)
     if scores is None:
-        scores = width_importance(model, token_batches, batch_size, progress)
+        scores = width_importance(model, token_batches, importance, batch_size, progress)
     channels = _top(scores.channels, C2)                                    # [C']
     plan = {}                                  # tensor name -> index array per axis (None = all)
 

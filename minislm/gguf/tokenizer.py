@@ -130,11 +130,13 @@ def sentencepiece_merges(tokens: list, priority) -> list[tuple[str, str]]:
     """Merges implied by a vocabulary: each way to cut a token into two vocabulary tokens,
     the token with the highest priority first (then the longer left piece)."""
     vocab = {t: i for i, t in enumerate(tokens)}
+    known = vocab.__contains__
     found = []
     for token, score in zip(tokens, priority):
         local = [(token[:k], token[k:]) for k in range(1, len(token))
-                 if token[:k] in vocab and token[k:] in vocab]
-        local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+                 if known(token[:k]) and known(token[k:])]
+        if len(local) > 1:
+            local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
         found += [(score, len(left), len(right), left, right) for left, right in local]
     found.sort(key=lambda m: m[:3], reverse=True)
     return [(left, right) for _, _, _, left, right in found]

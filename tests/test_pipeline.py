@@ -325,10 +325,15 @@ def test_every_check_comes_before_any_stage_folder(model_dir, tmp_path, stages, 
     assert not out.exists()
 
 
-def test_missing_data_files_are_refused_before_any_work(model_dir, tmp_path):
+@pytest.mark.parametrize("content, match", [(None, "no such file"), (b"  \n", "empty"),
+                                            (b"\xff\xfe text", "UTF-8")])
+def test_bad_data_files_are_refused_before_any_work(model_dir, tmp_path, content, match):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
     for table, key in (("eval", "ppl_data"), ("calibration", "data")):
         cfg = config(model_dir, {"name": "width_prune", "method": "wanda", "nm": "2:4"})
-        cfg[table][key] = str(tmp_path / "missing.txt")
-        with pytest.raises(ConfigError, match="no such file"):
+        cfg[table][key] = str(path)
+        with pytest.raises(ConfigError, match=match):
             pipeline.compress(cfg, tmp_path / "out", progress=False)
         assert not (tmp_path / "out").exists()

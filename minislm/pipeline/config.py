@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import ConfigError
+from ..data.corpus import load_text_corpus
+from ..errors import ConfigError, InputError
 from .stages import STAGES, require
 
 DEFAULT_MODEL = "weights/tiny-gpt2"
@@ -190,10 +191,16 @@ def pipeline_config(raw: dict, model: str | None = None, where: str = "config") 
         value = (ev if table == "eval" else cal)[key]
         require(value >= low, f"{where} [{table}]", f"{key} must be at least {low}, "
                 f"found {value}")
-    for table, options in (("eval", ev), ("calibration", cal)):
-        data = options["ppl_data" if table == "eval" else "data"]
-        require(data is None or Path(data).exists(), f"{where} [{table}]",
-                f"{'ppl_data' if table == 'eval' else 'data'} {data!r}: no such file or folder")
+    for table, key in (("eval", "ppl_data"), ("calibration", "data")):
+        data = (ev if table == "eval" else cal)[key]
+        if data is None:
+            continue
+        require(Path(data).exists(), f"{where} [{table}]", f"{key} {data!r}: no such file or "
+                "folder")
+        try:
+            load_text_corpus(data)          # UTF-8 text, not empty: read now, not mid-pipeline
+        except InputError as e:
+            raise ConfigError(f"{where} [{table}] {key}: {e}") from None
     seed = raw.get("seed", 0)
     require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, where,
             f"seed must be a non-negative integer, found {seed!r}")

@@ -47,11 +47,9 @@ def transformers_reference(path: Path):
     """(config dict, {name: float32 array}, torch model) from transformers' GGUF loader."""
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
     ours = convert.hf_config(read_gguf(path))          # only picks the model class to map names
-    cfg = transformers.AutoConfig.for_model(**{k: v for k, v in ours.items()
-                                               if k != "model_type"} | {"model_type":
-                                                                        ours["model_type"]})
     with torch.device("meta"):
-        skeleton = transformers.AutoModelForCausalLM.from_config(cfg)
+        skeleton = transformers.AutoModelForCausalLM.from_config(
+            transformers.AutoConfig.for_model(**ours))
     parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=skeleton)
     config = parsed["config"]
     tensors = {k: v.numpy() for k, v in parsed["tensors"].items()}
@@ -129,22 +127,22 @@ def test_tokenizer_ids_equal_transformers(name):
         assert ours.decode(ids, skip_special_tokens=False) == theirs.decode(ids), text
 
 
-def _close_logits(ours, theirs):
-    """|Δ| within 1e-4 of the largest logit, in float32."""
-    assert ours.dtype == np.float32
-    scale = float(np.abs(theirs).max())
-    assert float(np.abs(ours - theirs).max()) <= 1e-4 * scale
+def _same_logits_and_greedy(ours, reference, ids, new_tokens):
+    """Logits within 1e-4 of the largest one (float32) and identical greedy continuations."""
+    with torch.no_grad():
+        theirs = reference(torch.tensor(ids)).logits.numpy()
+        greedy = reference.generate(torch.tensor(ids), max_new_tokens=new_tokens,
+                                    do_sample=False).numpy()
+    logits = minislm.forward(ours, ids)
+    assert logits.dtype == np.float32
+    assert float(np.abs(logits - theirs).max()) <= 1e-4 * float(np.abs(theirs).max())
+    np.testing.assert_array_equal(minislm.generate(ours, ids, new_tokens), greedy)
 
 
 def test_smol_logits_and_greedy_equal_transformers(smol, smol_model):
-    model = smol[3]
     chat = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"
-    ids = np.array([smol_model.tokenizer.encode(chat).ids])
-    with torch.no_grad():
-        theirs = model(torch.tensor(ids)).logits.numpy()
-        greedy = model.generate(torch.tensor(ids), max_new_tokens=12, do_sample=False).numpy()
-    _close_logits(minislm.forward(smol_model, ids), theirs)
-    np.testing.assert_array_equal(minislm.generate(smol_model, ids, 12), greedy)
+    _same_logits_and_greedy(smol_model, smol[3], np.array([smol_model.tokenizer.encode(chat).ids]),
+                            12)
     prompt = np.array([smol_model.tokenizer.encode(PROMPT).ids])
     answer = minislm.generate(smol_model, prompt, 3)[0, prompt.shape[1]:]
     assert smol_model.tokenizer.decode(list(answer)).startswith(" Paris.")
@@ -161,15 +159,10 @@ def _gemma_model(path):
 
 
 def test_gemma_logits_and_greedy_equal_transformers(gemma):
-    path, _, _, model = gemma
+    path, _, _, reference = gemma
     ours = _gemma_model(path)
     assert ours.config.family == "gemma3"
-    ids = np.array([ours.tokenizer.encode(PROMPT).ids])
-    with torch.no_grad():
-        theirs = model(torch.tensor(ids)).logits.numpy()
-        greedy = model.generate(torch.tensor(ids), max_new_tokens=8, do_sample=False).numpy()
-    _close_logits(minislm.forward(ours, ids), theirs)
-    np.testing.assert_array_equal(minislm.generate(ours, ids, 8), greedy)
+    _same_logits_and_greedy(ours, reference, np.array([ours.tokenizer.encode(PROMPT).ids]), 8)
 
 
 @pytest.mark.parametrize("name", [SMOL, GEMMA])

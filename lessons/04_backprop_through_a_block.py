@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 import minislm
-from minislm.model.layers import rope_inv_freq, rope_tables
+from minislm.model import layers as lb
+from minislm.model.block import Grads, block, block_backward
+from minislm.model.forward import positions
 from minislm.tokenizer import encode
-from minislm.train import layers_backward as lb
-from minislm.train.backward import llama_block_backward, llama_block_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "weights" / "tiny-llama"
@@ -75,9 +75,10 @@ for name, array, grad in (("x", x, dx), ("w", w.copy(), dw)):
 
 # %% [markdown]
 # ## The whole block
-# `llama_block_forward` chains RMSNorm → q/k/v projections → RoPE → causal
+# `block(..., keep=True)` chains RMSNorm → q/k/v projections → RoPE → causal
 # grouped-query attention → o_proj → residual → RMSNorm → SwiGLU MLP →
-# residual, keeping each piece's cache; `llama_block_backward` calls the
+# residual (the steps the family table names), keeping each piece's cache in a
+# named `BlockRecord`; `block_backward` calls the
 # matching backwards in reverse order. Its output is the gradient of the block
 # input, and a dict of gradients for every weight of the block.
 
@@ -85,17 +86,16 @@ for name, array, grad in (("x", x, dx), ("w", w.copy(), dw)):
 ids = np.array([encode(model.tokenizer, "Return the absolute value of a number.")])
 T = ids.shape[1]
 x0 = P["model.embed_tokens.weight"][ids]                            # [1, T, C]
-rope = rope_tables(np.arange(T), rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
-                   x0.dtype)
-y, cache = llama_block_forward(model, 0, x0, rope)
+pos = positions(model, 0, T, x0.dtype)                              # RoPE tables [T, D]
+y, record = block(model, 0, x0, pos, keep=True)
 R = rng.standard_normal(y.shape)                                    # L = Σ y ⊙ R
-grads = {}
-dx0 = llama_block_backward(R, cache, grads, trainable=None)
+grads = Grads()
+dx0 = block_backward(R, record, grads)
 print("block 0 weights with gradients:", ", ".join(n.split("layers.0.")[1] for n in grads))
 
 
 def L_block():
-    return float((llama_block_forward(model, 0, x0, rope)[0] * R).sum())
+    return float((block(model, 0, x0, pos)[0] * R).sum())
 
 
 worst = 0.0

@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from . import resources
 from .errors import InputError, NumericalError, ResourceError, TokenizerError
 from .model import families
-from .model.forward import check_ids, forward, gpt2_block, llama_block, rope_of
+from .model.block import block
+from .model.forward import check_ids, embed, forward
 
 STATS = ("sum", "sq_norm", "abs_sum", "xtx")
 DEFAULT_MAX_BYTES = 2 ** 31          # 2 GiB for statistics (and, in `sequential`, activations)
@@ -175,23 +176,6 @@ def collect(model, token_batches, stats=("sq_norm",), names=None, batch_size: in
     return {name: acc[r] for name, r in rep.items()}
 
 
-def embed(model, ids: np.ndarray):
-    """(x₀ [B, T, C], rope tables or None): the residual stream entering block 0."""
-    cfg, P = model.config, model.params
-    x = P[families.embedding_name(cfg, model.prefix)][ids]                  # [B, T, C]
-    T = ids.shape[1]
-    if cfg.family == "gpt2":
-        return x + P[model.prefix + "wpe.weight"][:T], None
-    return x, rope_of(cfg, np.arange(T), x.dtype)
-
-
-def run_block(model, i: int, x: np.ndarray, rope, observer=None) -> np.ndarray:
-    """Block i of `model` on x [B, T, C] (positions from 0)."""
-    if model.config.family == "gpt2":
-        return gpt2_block(model, i, x, 0, observer=observer)
-    return llama_block(model, i, x, 0, rope, observer=observer)
-
-
 def sequential(model, token_batches, transform, stats=("sq_norm",), batch_size: int = 8,
                max_bytes: int = DEFAULT_MAX_BYTES, progress: bool = False):
     """Transform blocks 0 … L−1 in order, each calibrated on the transformed blocks before it.
@@ -208,7 +192,7 @@ def sequential(model, token_batches, transform, stats=("sq_norm",), batch_size: 
                                 max(b.shape[1] for b in batches))
     C = model.config.d_model
     stream_bytes = sum(b.size for b in batches) * C * np.dtype(model.dtype).itemsize
-    xs, ropes = zip(*(embed(model, ids) for ids in batches))
+    xs, positions = zip(*(embed(model, ids) for ids in batches))      # x₀ [B, T, C] per batch
     xs = list(xs)
     for i in tqdm(range(model.config.n_layer), desc="blocks", disable=not progress):
         names = [lin.name for lin in families.linear_layers(model.config, model.prefix)
@@ -220,10 +204,10 @@ def sequential(model, token_batches, transform, stats=("sq_norm",), batch_size: 
             if name in acc:
                 acc[name].update(x, stats)
 
-        for x, rope in zip(xs, ropes):
-            run_block(model, i, x, rope, observer)
+        for x, pos in zip(xs, positions):
+            block(model, i, x, pos, observer=observer)
         model = transform(model, i, {name: acc[r] for name, r in rep.items()})
-        xs = [run_block(model, i, x, rope) for x, rope in zip(xs, ropes)]
+        xs = [block(model, i, x, pos)[0] for x, pos in zip(xs, positions)]
     return model
 
 

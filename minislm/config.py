@@ -70,12 +70,39 @@ class Config:
     mlp_bias: bool = False             # LLaMA gate/up/down biases
     bos_token_id: int | None = None
     eos_token_id: int | tuple | None = None
+    query_pre_attn_scalar: float | None = None   # attention scale 1/√this (Gemma), else 1/√D
+    sliding_window: int | None = None  # keys a sliding-attention layer sees (itself included)
+    layer_types: tuple | None = None   # per block "full_attention" | "sliding_attention"
+    rope_local_theta: float | None = None   # RoPE base of the sliding layers (Gemma 3)
+    attn_softcap: float | None = None  # scores -> cap · tanh(scores / cap) (Gemma 2)
+    final_softcap: float | None = None  # logits -> cap · tanh(logits / cap) (Gemma 2)
     raw: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_rep(self) -> int:
         """G: query heads sharing one KV head."""
         return self.n_head // self.n_kv_head
+
+    @property
+    def attention_scale(self) -> float:
+        """The factor on q kᵀ: 1/√D, or 1/√query_pre_attn_scalar where the config sets it."""
+        if self.query_pre_attn_scalar is not None:
+            return self.query_pre_attn_scalar ** -0.5
+        return 1.0 / math.sqrt(self.head_dim)
+
+    def layer_type(self, i: int) -> str:
+        """"full_attention" or "sliding_attention" for block i."""
+        return self.layer_types[i] if self.layer_types else "full_attention"
+
+    def window_of_layer(self, i: int) -> int | None:
+        """The sliding window of block i (None: it attends to every earlier position)."""
+        return self.sliding_window if self.layer_type(i) == "sliding_attention" else None
+
+    def rope_of_type(self, layer_type: str) -> tuple[float, dict | None]:
+        """(θ, scaling) of the RoPE a layer type uses: sliding layers have their own base."""
+        if layer_type == "sliding_attention" and self.rope_local_theta is not None:
+            return self.rope_local_theta, None
+        return self.rope_theta, self.rope_scaling
 
     @property
     def eos_ids(self) -> tuple:

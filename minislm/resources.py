@@ -40,6 +40,7 @@ import re
 from pathlib import Path
 
 from .errors import ConfigError, ResourceError
+from .model import families
 
 ENV_VAR = "MINISLM_MEMORY_LIMIT"
 UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2,
@@ -123,17 +124,18 @@ def _stored_itemsize(code: str) -> int:
 
 
 def parameter_count(config) -> int:
-    """Parameters a config describes, in closed form (no loop over layers, so absurd
-    configs cost nothing): embeddings, L blocks, final norm, untied head."""
-    C, F, V, L = config.d_model, config.d_ff, config.vocab_size, config.n_layer
-    H, K, D = config.n_head, config.n_kv_head, config.head_dim
-    if config.family == "gpt2":
-        block = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 4 * C
-        return V * C + config.max_position * C + L * block + 2 * C
-    attn = C * H * D + 2 * C * K * D + H * D * C
-    attn += (H * D + 2 * K * D + C) if config.attention_bias else 0
-    mlp = 3 * C * F + ((2 * F + C) if config.mlp_bias else 0)
-    return V * C + L * (attn + mlp + 2 * C) + C + (0 if config.tied else V * C)
+    """Parameters a config describes, in closed form (one block counted, times L, so
+    absurd configs cost nothing): embeddings, L blocks, final norm, untied head."""
+    fam = families.family(config)
+    C, V, L = config.d_model, config.vocab_size, config.n_layer
+    per_norm = 2 if fam.layer_norm else 1                                # gain (and bias)
+    block = 0
+    for _, role, bias in families.block_linears(config):
+        d_in, d_out = families.role_shape(config, role)
+        block += d_in * d_out + (d_out if bias else 0)
+    block += per_norm * sum(math.prod(s) for s in families.norm_shapes(config).values())
+    positions = config.max_position * C if fam.positions else 0
+    return V * C + positions + L * block + per_norm * C + (0 if config.tied else V * C)
 
 
 def forward_bytes(config, seqlen: int, batch: int = 1, itemsize: int = 4) -> int:

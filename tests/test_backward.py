@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import minislm
 from minislm.errors import InputError
 from minislm.model import layers as fwd
-from minislm.train import layers_backward as lb
+from minislm.model import layers as lb
 from minislm.train.backward import loss_and_grads, model_forward
 from minislm.train.loss import cross_entropy_backward, cross_entropy_forward
 

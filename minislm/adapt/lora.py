@@ -145,11 +145,13 @@ class LoraLinear:
 
 # ------------------------------------------------------------------ naming and targets
 def module_path(config, prefix: str, weight_name: str) -> str:
-    """The transformers module path of a weight: GPT-2 Hub files without the
-    `transformer.` prefix still live under `transformer.` in GPT2LMHeadModel."""
+    """The transformers module path of a weight: checkpoints stored under another
+    prefix (GPT-2 Hub files have none) still live under the family's default prefix
+    (`transformer.` in GPT2LMHeadModel)."""
     path = weight_name[: -len(".weight")]
-    if config.family == "gpt2" and prefix == "":
-        path = "transformer." + path
+    default = families.default_prefix(config)
+    if prefix != default and path.startswith(prefix):
+        path = default + path[len(prefix):]
     return path
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..errors import ConfigError
-from ..model.families import expected_shapes, linear_layers
+from ..model.families import expected_shapes, family, linear_layers
 
 FLOAT_BITS = (16, 32)
 INT_BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -119,14 +119,14 @@ def stored_weight_bytes(config: Config, fmt: WeightFormat) -> dict:
                               fmt.sparsity)[0] + 4.0 * fmt.eora_rank * (lin.d_in + lin.d_out)
                  for lin in linear_layers(config))
     embeddings = matrix_bytes(V, C, fmt.emb_bits, fmt.group_size, fmt.sym)[0]
-    if config.family == "gpt2":
+    if family(config).positions:                               # learned position table
         embeddings += matrix_bytes(config.max_position, C, fmt.emb_bits, fmt.group_size,
                                    fmt.sym)[0]
     lm_head = 0.0 if config.tied else matrix_bytes(V, C, fmt.emb_bits, fmt.group_size,
                                                    fmt.sym)[0]
     matrix_params = sum(lin.d_in * lin.d_out for lin in linear_layers(config, include_lm_head=True))
     matrix_params += V * C if not config.tied else 0          # the untied input embedding
-    matrix_params += config.max_position * C if config.family == "gpt2" else 0
+    matrix_params += config.max_position * C if family(config).positions else 0
     small = parameter_count(config) - matrix_params              # norms and biases, float32
     return {"blocks": blocks, "embeddings": embeddings, "lm_head": lm_head,
             "norms_biases": 4.0 * small}
@@ -145,7 +145,7 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
     H, K, D = config.n_head, config.n_kv_head, config.head_dim
     a = act_bytes
     P = n * p + n * (n + 1) / 2                      # (query, key) pairs of the step
-    gpt2 = config.family == "gpt2"
+    fam = family(config)
 
     def linear(layer, name, d_in, d_out, bits, sparsity, bias, tokens=n, r=0):
         wb, bitmap = matrix_bytes(d_out, d_in, bits, fmt.group_size, fmt.sym, sparsity)
@@ -162,12 +162,12 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
     emb_bytes = matrix_bytes(V, C, fmt.emb_bits, fmt.group_size, fmt.sym)[0] / V  # one row
     ops = [Op("embed", "token_lookup", "lookup", weight_bytes=n * emb_bytes,
               act_bytes=n * C * a, tokens=n)]
-    if gpt2:
+    if fam.positions:
         ops.append(Op("embed", "position_lookup", "lookup", weight_bytes=n * emb_bytes,
                       act_bytes=n * C * a, tokens=n))
         ops.append(elementwise("embed", "add_positions", "add", n * C, reads=2))
 
-    norm_params = 2 * C if gpt2 else C
+    norm_params = 2 * C if fam.layer_norm else C                 # gain (and bias)
     for lin_layer in range(config.n_layer):
         layer = f"block {lin_layer}"
         lins = {lin.role: lin for lin in linear_layers(config) if lin.layer == lin_layer}
@@ -178,11 +178,9 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
                           lin.bias is not None, r=fmt.eora_rank)
 
         ops.append(elementwise(layer, "norm_1", "norm", n * C, params=norm_params))
-        if gpt2:
-            ops.append(block_linear("qkv"))
-        else:
-            ops += [block_linear("q"), block_linear("k"), block_linear("v"),
-                    elementwise(layer, "rope", "rope", n * (H + K) * D)]
+        ops += [block_linear(role) for _, role in fam.attention]          # qkv, or q, k, v
+        if fam.rope:
+            ops.append(elementwise(layer, "rope", "rope", n * (H + K) * D))
         kv_read = K * D * (p + n) * a
         ops.append(Op(layer, "attn_scores", "attention", macs=H * D * P,
                       act_bytes=(n * H * D + H * P) * a, kv_bytes=kv_read + n * K * D * a,
@@ -194,13 +192,12 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
         ops.append(block_linear("o"))
         ops.append(elementwise(layer, "residual_1", "add", n * C, reads=2))
         ops.append(elementwise(layer, "norm_2", "norm", n * C, params=norm_params))
-        if gpt2:
-            ops += [block_linear("fc"), elementwise(layer, "gelu", "activation", n * F),
-                    block_linear("proj")]
-        else:
-            ops += [block_linear("gate"), block_linear("up"),
-                    elementwise(layer, "silu_mul", "activation", n * F, reads=2),
-                    block_linear("down")]
+        ops += [block_linear(role) for _, role in fam.mlp]                # fc, or gate and up
+        if len(fam.mlp) == 1:
+            ops.append(elementwise(layer, "gelu", "activation", n * F))
+        else:                                                             # act(g) ⊙ u
+            ops.append(elementwise(layer, "silu_mul", "activation", n * F, reads=2))
+        ops.append(block_linear(fam.mlp_out[1]))
         ops.append(elementwise(layer, "residual_2", "add", n * C, reads=2))
 
     n_head = n if all_logits else 1

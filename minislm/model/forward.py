@@ -1,16 +1,17 @@
-"""The decoder forward pass of both families, with an optional KV cache.
+"""The decoder forward pass, as four public steps read from the family tables:
 
-GPT-2 block (pre-norm, learned positions):
-    x₀ = E[ids] + P[positions]
-    a  = LN₁(x);  q, k, v = split(a W_attn + b);  x = x + Attn(q, k, v) W_o + b_o
-    m  = LN₂(x);  x = x + GELU_tanh(m W_fc + b_fc) W_proj + b_proj
-    logits = LN_f(x) Eᵀ                                   (tied head)
+    x, pos = embed(model, ids, start)         x₀ = E[ids] (· √C for Gemma) (+ P[positions] for GPT-2)
+    x, _   = block(model, i, x, pos, ...)     for i in layers          (see `block.py`)
+    x, _   = final_norm(model, x)
+    logits, _ = head(model, x)                logits = x Eᵀ (tied) or x W_headᵀ
 
-LLaMA block (pre-norm RMSNorm, RoPE, GQA, SwiGLU):
-    x₀ = E[ids]
-    a  = RMS₁(x);  q = RoPE(a W_qᵀ), k = RoPE(a W_kᵀ), v = a W_vᵀ;  x = x + Attn(q, k, v) W_oᵀ
-    m  = RMS₂(x);  x = x + (SiLU(m W_gateᵀ) ⊙ m W_upᵀ) W_downᵀ
-    logits = RMS_f(x) W_headᵀ                             (W_head = E when tied)
+GPT-2 (learned positions, LayerNorm, fused q/k/v, GELU-tanh), LLaMA (RMSNorm, RoPE,
+GQA, SwiGLU) and the rest differ only in the `families.Family` table the steps read.
+
+`forward_pass` drives the steps once for every caller: inference (`forward`,
+generation with a KV cache), the training forward (`keep=True`: each step also
+returns the named record its backward needs, and `backward` walks them in
+reverse), calibration (`observer`) and the techniques (`layers`, `hidden_states`).
 
 `layers` runs any sequence of block indices (e.g. ``[0, 1, 2, 2, 3]`` repeats
 block 2 without copying weights — the Franken-LLaMA experiment); the KV cache
@@ -27,13 +28,17 @@ float32 overflows.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import InputError, NumericalError
 from . import families
+from .block import (Grads, LinearRecord, NormRecord, block, block_backward, linear_step,
+                    linear_step_backward, norm_step, norm_step_backward)
 from .cache import KVCache
-from .layers import apply_rope, attention, gelu_tanh, layer_norm, linear, rms_norm, \
-    rope_inv_freq, rope_tables, silu
+from .layers import embedding_backward, rope_inv_freq, rope_tables
 
 
 def check_ids(model, input_ids) -> np.ndarray:
@@ -59,6 +64,16 @@ def check_ids(model, input_ids) -> np.ndarray:
     return ids.astype(np.int64, copy=False)
 
 
+def check_layers(config, layers) -> list:
+    """The block order as a list (default 0 … L−1), every index in range."""
+    layers = list(range(config.n_layer)) if layers is None else list(layers)
+    for i in layers:
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < config.n_layer:
+            raise InputError(f"layers: block index {i!r} out of range for a {config.n_layer}-layer "
+                             "model (expected integers in [0, n_layer))")
+    return layers
+
+
 def check_finite(what: str, x: np.ndarray) -> None:
     """NumericalError naming `what` if x holds NaN or Inf."""
     finite = np.isfinite(x)
@@ -77,63 +92,162 @@ def _checking(observer):
     return check
 
 
-def _lin(model, name, x, observer=None):
-    if observer is not None:
-        observer(name, x)
-    P = model.params
-    bias = P.get(name[: -len("weight")] + "bias")
-    orientation = "in_out" if model.config.family == "gpt2" else "out_in"
-    return linear(x, P[name], bias, orientation)
+# ------------------------------------------------------------------ positions
+def rope_of(cfg, positions, dtype, layer_type: str = "full_attention"):
+    """RoPE cos, sin tables [T, D] of a config at the given positions, for one layer type
+    (derived from the config on every call: a few dozen frequencies, microseconds)."""
+    theta, scaling = cfg.rope_of_type(layer_type)
+    return rope_tables(positions, rope_inv_freq(cfg.head_dim, theta, scaling), dtype)
 
 
-def gpt2_block(model, i, x, start, cache=None, slot=None, observer=None):
-    """One GPT-2 block on x [B, T, C]; positions start at `start`."""
+@dataclass
+class Positions:
+    """Where the T new tokens sit: absolute positions start … start + T − 1, and the
+    RoPE tables of each layer type for those positions (None without RoPE)."""
+    start: int
+    rope: dict | None
+
+    def rope_of_layer(self, config, i: int):
+        return None if self.rope is None else self.rope[config.layer_type(i)]
+
+
+def positions(model, start: int, T: int, dtype) -> Positions:
+    cfg = model.config
+    if not families.family(cfg).rope:
+        return Positions(start, None)
+    kinds = set(cfg.layer_types or ("full_attention",))
+    return Positions(start, {kind: rope_of(cfg, np.arange(start, start + T), dtype, kind)
+                             for kind in kinds})
+
+
+# ---------------------------------------------------------------- embed / head
+def embed_scale(config, dtype) -> np.ndarray | None:
+    """Gemma's √C as a scalar of the weights' dtype (transformers rounds it there), else None."""
+    if not families.family(config).scaled_embedding:
+        return None
+    return np.asarray(math.sqrt(config.d_model), dtype=np.float32).astype(dtype)
+
+
+def embed(model, ids: np.ndarray, start: int = 0):
+    """(x₀ [B, T, C], Positions): the residual stream entering the first block."""
     cfg, P = model.config, model.params
-    p = families.block_prefix(cfg, model.prefix, i)
-    B, T, C = x.shape
-    H, D = cfg.n_head, cfg.head_dim
-    a = layer_norm(x, P[p + "ln_1.weight"], P[p + "ln_1.bias"], cfg.norm_eps)
-    qkv = _lin(model, p + "attn.c_attn.weight", a, observer)                # [B, T, 3C]
-    q, k, v = (qkv[..., j * C:(j + 1) * C].reshape(B, T, H, D).transpose(0, 2, 1, 3)
-               for j in range(3))                                            # [B, H, T, D]
-    if cache is not None:
-        k, v = cache.update(slot, k, v)                                      # [B, H, S, D]
-    o = attention(q, k, v, start).transpose(0, 2, 1, 3).reshape(B, T, C)
-    x = x + _lin(model, p + "attn.c_proj.weight", o, observer)
-    m = layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], cfg.norm_eps)
-    h = gelu_tanh(_lin(model, p + "mlp.c_fc.weight", m, observer))          # [B, T, F]
-    return x + _lin(model, p + "mlp.c_proj.weight", h, observer)
+    fam = families.family(cfg)
+    T = ids.shape[1]
+    x = P[model.prefix + fam.embedding][ids]                             # [B, T, C]
+    scale = embed_scale(cfg, x.dtype)
+    if scale is not None:
+        x = x * scale
+    if fam.positions:                                                    # learned positions
+        x = x + P[model.prefix + fam.positions][start:start + T]
+    return x, positions(model, start, T, x.dtype)
 
 
-def llama_block(model, i, x, start, rope, cache=None, slot=None, observer=None):
-    """One LLaMA block on x [B, T, C]; rope = (cos, sin) tables [T, D] for these positions."""
+def embed_backward(model, dx, ids, grads: Grads) -> None:
+    """Reverse of `embed`: dE (scattered into the tied head's gradient if there is one), dP."""
     cfg, P = model.config, model.params
-    p = families.block_prefix(cfg, model.prefix, i)
-    B, T, C = x.shape
-    H, K, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-    a = rms_norm(x, P[p + "input_layernorm.weight"], cfg.norm_eps)
-    q = _lin(model, p + "self_attn.q_proj.weight", a, observer).reshape(B, T, H, D)
-    k = _lin(model, p + "self_attn.k_proj.weight", a, observer).reshape(B, T, K, D)
-    v = _lin(model, p + "self_attn.v_proj.weight", a, observer).reshape(B, T, K, D)
-    cos, sin = rope
-    q = apply_rope(q.transpose(0, 2, 1, 3), cos, sin)                        # [B, H, T, D]
-    k = apply_rope(k.transpose(0, 2, 1, 3), cos, sin)                        # [B, K, T, D]
-    v = v.transpose(0, 2, 1, 3)
+    fam = families.family(cfg)
+    if fam.positions and grads.wants(model.prefix + fam.positions):
+        name = model.prefix + fam.positions
+        dP = np.zeros_like(P[name])                                      # [max_position, C]
+        dP[:dx.shape[1]] = dx.sum(0)
+        grads.add(name, dP)
+    emb = model.prefix + fam.embedding
+    if grads.wants(emb):
+        scale = embed_scale(cfg, dx.dtype)
+        if scale is not None:
+            dx = dx * scale
+        grads[emb] = embedding_backward(dx, (ids, P[emb].shape), out=grads.get(emb))
+
+
+def final_norm(model, x, keep=False):
+    """The norm before the head; (x, record or None)."""
+    return norm_step(model, families.final_norm_name(model.config, model.prefix), x, keep)
+
+
+@dataclass
+class HeadRecord:
+    linear: LinearRecord
+    capped: np.ndarray | None           # tanh(z / cap) when the logits are soft-capped
+
+
+def head(model, x, observer=None, keep=False):
+    """logits [B, T, V] = x W_headᵀ (W_head = E when tied), soft-capped where the config says."""
+    name = families.lm_head_name(model.config, model.prefix)
+    logits, rec = linear_step(model, name, x, observer, keep, orientation="out_in")
+    cap, capped = model.config.final_softcap, None
+    if cap:
+        capped = np.tanh(logits / cap)                                   # z -> cap · tanh(z / cap)
+        logits = capped * cap
+    return logits, (HeadRecord(rec, capped) if keep else None)
+
+
+def head_backward(dlogits, rec: HeadRecord, grads: Grads):
+    """Reverse of `head`: dx [B, T, C]; d(cap · tanh(z / cap))/dz = 1 − tanh²(z / cap)."""
+    if rec.capped is not None:
+        dlogits = dlogits * (1.0 - rec.capped * rec.capped)
+    return linear_step_backward(dlogits, rec.linear, grads)
+
+
+# ---------------------------------------------------------------- the whole pass
+@dataclass
+class ModelRecord:
+    """What `backward` needs from one `forward_pass(..., keep=True)`."""
+    ids: np.ndarray
+    blocks: list                        # BlockRecords, in the order the blocks ran
+    final_norm: NormRecord
+    head: HeadRecord
+
+
+def forward_pass(model, ids, cache: KVCache | None = None, layers=None, observer=None,
+                 hidden_states: list | None = None, check_numerics: bool = False,
+                 last_only: bool = False, keep: bool = False):
+    """(logits [B, T, V], ModelRecord or None) for checked ids [B, T]: embed → blocks →
+    final norm → head. keep: keep every step's record for `backward`."""
+    cfg = model.config
+    B, T = ids.shape
+    layers = check_layers(cfg, layers)
+    if check_numerics:
+        observer = _checking(observer)
+    start = cache.length if cache is not None else 0
+    if start + T > cfg.max_position:
+        raise InputError(f"sequence of {start + T} tokens exceeds the model's "
+                         f"max_position ({cfg.max_position})")
+    x, pos = embed(model, ids, start)                                    # [B, T, C]
     if cache is not None:
-        k, v = cache.update(slot, k, v)                                      # [B, K, S, D]
-    o = attention(q, k, v, start).transpose(0, 2, 1, 3).reshape(B, T, H * D)
-    x = x + _lin(model, p + "self_attn.o_proj.weight", o, observer)
-    m = rms_norm(x, P[p + "post_attention_layernorm.weight"], cfg.norm_eps)
-    g = _lin(model, p + "mlp.gate_proj.weight", m, observer)                 # [B, T, F]
-    u = _lin(model, p + "mlp.up_proj.weight", m, observer)                   # [B, T, F]
-    return x + _lin(model, p + "mlp.down_proj.weight", silu(g) * u, observer)
+        cache.reserve(len(layers), start + T)
+    if hidden_states is not None:
+        hidden_states.append(x)
+    records = []
+    for slot, i in enumerate(layers):
+        x, rec = block(model, i, x, pos, cache, slot, observer, keep)
+        records.append(rec)
+        if check_numerics:
+            check_finite(f"the output of block {i} "
+                         f"('{families.block_prefix(cfg, model.prefix, i)}')", x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+    if cache is not None:
+        cache.length = start + T
+    x, norm_rec = final_norm(model, x, keep)
+    if last_only:
+        x = x[:, -1:]                                                    # [B, 1, C]
+    logits, head_rec = head(model, x, observer, keep)                    # [B, T, V]
+    if check_numerics:
+        check_finite(f"the logits (output of '{families.lm_head_name(cfg, model.prefix)}')",
+                     logits)
+    return logits, (ModelRecord(ids, records, norm_rec, head_rec) if keep else None)
 
 
-def rope_of(cfg, positions, dtype):
-    """RoPE cos, sin tables [T, D] of a LLaMA config at the given positions (derived
-    from the config on every call: a few dozen frequencies, microseconds)."""
-    return rope_tables(positions, rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
-                       dtype)
+def backward(model, dlogits, record: ModelRecord, trainable=None) -> Grads:
+    """Gradients (name -> array, or -> dict for weight objects) from dlogits [B, T, V]:
+    the steps of `forward_pass` in reverse."""
+    grads = Grads(trainable)
+    dx = head_backward(dlogits, record.head, grads)                      # [B, T, C]
+    dx = norm_step_backward(dx, record.final_norm, grads)
+    for rec in reversed(record.blocks):
+        dx = block_backward(dx, rec, grads)
+    embed_backward(model, dx, record.ids, grads)
+    return grads
 
 
 def forward(model, input_ids, cache: KVCache | None = None, layers=None, observer=None,
@@ -150,53 +264,6 @@ def forward(model, input_ids, cache: KVCache | None = None, layers=None, observe
     the LM head is 16 % of a GPT-2-124M prefill of 512 tokens).
     """
     ids = check_ids(model, input_ids)
-    one_d = np.ndim(input_ids) == 1
-    cfg, P = model.config, model.params
-    B, T = ids.shape
-    layers = list(range(cfg.n_layer)) if layers is None else list(layers)
-    for i in layers:
-        if not isinstance(i, (int, np.integer)) or not 0 <= i < cfg.n_layer:
-            raise InputError(f"layers: block index {i!r} out of range for a {cfg.n_layer}-layer "
-                             "model (expected integers in [0, n_layer))")
-    if check_numerics:
-        observer = _checking(observer)
-    start = cache.length if cache is not None else 0
-    if start + T > cfg.max_position:
-        raise InputError(f"sequence of {start + T} tokens exceeds the model's "
-                         f"max_position ({cfg.max_position})")
-    emb = P[families.embedding_name(cfg, model.prefix)]
-    x = emb[ids]                                                             # [B, T, C]
-    if cfg.family == "gpt2":
-        x = x + P[model.prefix + "wpe.weight"][start:start + T]
-    else:
-        rope = rope_of(cfg, np.arange(start, start + T), x.dtype)
-    if cache is not None:
-        cache.reserve(len(layers), start + T)
-    if hidden_states is not None:
-        hidden_states.append(x)
-    for slot, i in enumerate(layers):
-        if cfg.family == "gpt2":
-            x = gpt2_block(model, i, x, start, cache, slot, observer)
-        else:
-            x = llama_block(model, i, x, start, rope, cache, slot, observer)
-        if check_numerics:
-            check_finite(f"the output of block {i} "
-                         f"('{families.block_prefix(cfg, model.prefix, i)}')", x)
-        if hidden_states is not None:
-            hidden_states.append(x)
-    if cache is not None:
-        cache.length = start + T
-    if cfg.family == "gpt2":
-        x = layer_norm(x, P[model.prefix + "ln_f.weight"], P[model.prefix + "ln_f.bias"],
-                       cfg.norm_eps)
-    else:
-        x = rms_norm(x, P["model.norm.weight"], cfg.norm_eps)
-    head = families.lm_head_name(cfg, model.prefix)
-    if last_only:
-        x = x[:, -1:]                                                        # [B, 1, C]
-    if observer is not None:
-        observer(head, x)
-    logits = linear(x, P[head], None, "out_in")                              # [B, T, V]
-    if check_numerics:
-        check_finite(f"the logits (output of '{head}')", logits)
-    return logits[0] if one_d else logits
+    logits, _ = forward_pass(model, ids, cache, layers, observer, hidden_states,
+                             check_numerics, last_only)
+    return logits[0] if np.ndim(input_ids) == 1 else logits

@@ -190,7 +190,7 @@ def best_time(fn, repeats: int) -> float:
 def measure_machine() -> dict:
     """Bandwidth (sum of 1 GiB; GEMV 50257x768), GEMM flop/s, and the cost per weight of
     minislm's 4-bit dequantizing matmul (QuantizedTensor.linear) beyond a float GEMV."""
-    from minislm.quant.qlinear import QuantizedTensor
+    from minislm.model.quantized import QuantizedTensor
     from minislm.quant.rtn import quantize_rtn
     rng = np.random.default_rng(0)
     a = np.ones(256 * MiB, dtype=np.float32)

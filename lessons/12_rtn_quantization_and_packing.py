@@ -25,8 +25,8 @@ from minislm.calibration import calibration_batches
 from minislm.model import families
 from minislm.quant.int8 import int8_linear, quantize_weight_int8
 from minislm.quant.model_quant import model_nbytes, quantize_model
-from minislm.quant.pack import pack_bits, unpack_bits
-from minislm.quant.qlinear import QuantizedTensor
+from minislm.model.pack import pack_bits, unpack_bits
+from minislm.model.quantized import QuantizedTensor
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from .checkpoint import (PICKLE_SUFFIXES, atomic_write_bytes, atomic_write_text,
 from .config import Config
 from .errors import CheckpointError, InputError, NumericalError
 from .model import Model, families
+from .model.quantized import load_quantized   # quantized linears, dequantized on the fly
 from .tokenizer import TOKENIZER_FILES, load_tokenizer
 
 MASKS_FILE = "masks.safetensors"
@@ -82,7 +83,6 @@ def load(path, dtype=np.float32) -> Model:
         check_finite(name, arr, folder)
     quant = raw_config.get("quantization_config")
     if isinstance(quant, dict) and quant.get("quant_method") == "minislm":
-        from .quant.qlinear import load_quantized  # quantized linears, dequantized on the fly
         tensors = load_quantized(raw_config, tensors)
     elif quant is not None:
         raise CheckpointError(f"{folder / 'config.json'}: quantization_config with "

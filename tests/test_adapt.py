@@ -210,7 +210,7 @@ def test_qlora_gradients_equal_lora_over_the_dequantized_weights(folders):
     """Gradients pass through the frozen quantized linears (QuantizedTensor.linear_backward),
     so the adapter gradients over a 4-bit model equal those over its dequantized copy."""
     from minislm.quant.model_quant import quantize_model
-    from minislm.quant.qlinear import QuantizedTensor
+    from minislm.model.quantized import QuantizedTensor
     from minislm.train.backward import loss_and_grads
     quantized, _ = quantize_model(minislm.load(folders["llama"]), "rtn", bits=4, group_size=16,
                                   progress=False)

@@ -384,3 +384,85 @@ def test_download_pins_revision_and_verifies_files(tiny_checkpoints, tmp_path, m
     assert calls == {"revision": "main", "pinned": "abc123"}
     assert (path / "REVISION").read_text().strip() == "someone/tiny@abc123"
     assert minislm.load(path).config.family == "gpt2"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([1, 2]), st.sampled_from([1, 2, 3]),
+       st.integers(1, 20), st.integers(0, 9), st.integers(1, 25),
+       st.sampled_from([np.float32, np.float64]))
+def test_fast_attention_agrees_with_the_textbook_one(seed, K, G, T, q_start, block, dtype):
+    """The blocked `attention` (the prefill fast path) equals `attention_reference`, the
+    one-line softmax(q kᵀ/√D + mask) v a student reads first, in float32 and float64."""
+    from minislm.model.layers import attention, attention_reference
+    rng = np.random.default_rng(seed)
+    B, D, S = 2, 8, q_start + T
+    q = rng.standard_normal((B, K * G, T, D)).astype(dtype)
+    k, v = rng.standard_normal((2, B, K, S, D)).astype(dtype)
+    fast, plain = attention(q, k, v, q_start, block=block), attention_reference(q, k, v, q_start)
+    assert fast.dtype == plain.dtype == dtype
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 7), min_size=1, max_size=3),
+       st.sampled_from([np.float32, np.float64]))
+def test_in_place_gelu_agrees_with_the_textbook_one(seed, shape, dtype):
+    """`gelu_tanh` (evaluated in one buffer) equals the formula written out in one line."""
+    from minislm.model.layers import gelu_tanh, gelu_tanh_reference
+    x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+    fast, plain = gelu_tanh(x), gelu_tanh_reference(x)
+    assert fast.dtype == plain.dtype == dtype
+    np.testing.assert_allclose(fast, plain, rtol=1e-6 if dtype == np.float32 else 1e-14,
+                               atol=1e-7 if dtype == np.float32 else 1e-15)
+
+
+def test_stored_weights_follow_one_protocol():
+    """QuantizedTensor and LoraLinear are `StoredWeight`s: linear, linear_backward, dequantize
+    and state_dict agree with the float weight each one dequantizes to."""
+    from minislm.adapt.lora import LoraLinear
+    from minislm.model.quantized import QuantizedTensor
+    from minislm.model.weights import StoredWeight
+    from minislm.quant.rtn import quantize_rtn
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((6, 16)).astype(np.float32)                     # (out, in)
+    quantized = QuantizedTensor.from_matrix(quantize_rtn(W, 4, 8), "out_in")
+    lora = LoraLinear(base=W, A=rng.standard_normal((2, 16)).astype(np.float32),
+                      B=rng.standard_normal((6, 2)).astype(np.float32), alpha=4.0)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    dy = rng.standard_normal((3, 6)).astype(np.float32)
+    for weight in (quantized, lora):
+        assert isinstance(weight, StoredWeight)
+        W_hat = weight.dequantize()                                         # (out, in)
+        assert W_hat.shape == (6, 16) and not np.allclose(W_hat, W, atol=1e-6)
+        np.testing.assert_allclose(weight.linear(x), x @ W_hat.T, rtol=1e-5, atol=1e-5)
+        dx, _ = weight.linear_backward(x, dy)
+        np.testing.assert_allclose(dx, dy @ W_hat, rtol=1e-5, atol=1e-5)
+        assert "w.weight" in weight.state_dict("w.weight") or \
+            "w.qweight" in weight.state_dict("w.weight")
+    assert not isinstance(W, StoredWeight)
+
+
+def test_the_model_core_imports_no_technique():
+    """loading.py and model/ import no technique, and hardware/ does not import quant/:
+    the packed quantized tensor is part of the core (minislm.model.quantized)."""
+    import ast
+    from pathlib import Path
+    root = Path(minislm.__file__).parent
+
+    def imports(path):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                found.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        return found
+
+    techniques = ("quant", "prune", "adapt", "train", "calibration", "pipeline")
+    for path in [root / "loading.py", *sorted((root / "model").glob("*.py"))]:
+        bad = [m for m in imports(path) if m.lstrip(".").split(".")[0] in techniques
+               or m.startswith("minislm.") and m.split(".")[1] in techniques]
+        assert not bad, f"{path.name} imports {bad}"
+    for path in sorted((root / "hardware").rglob("*.py")):
+        bad = [m for m in imports(path) if "quant" in m.lstrip(".").split(".")]
+        assert not bad, f"hardware/{path.name} imports {bad}"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minislm.errors import InputError, NumericalError
-from minislm.quant.pack import pack_bits, packed_nbytes, packed_row_bytes, unpack_bits, \
+from minislm.model.pack import pack_bits, packed_nbytes, packed_row_bytes, unpack_bits, \
     unpack_float
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, dequantize, group_bounds, quantize_rtn
 

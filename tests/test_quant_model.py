@@ -7,10 +7,10 @@ from hypothesis import given, settings, strategies as st
 
 import minislm
 from minislm.errors import CheckpointError
-from minislm.quant import qlinear
+from minislm.model import quantized
 from minislm.quant.model_quant import model_nbytes, quantize_model
-from minislm.quant.pack import packed_row_bytes
-from minislm.quant.qlinear import QuantizedTensor
+from minislm.model.pack import packed_row_bytes
+from minislm.model.quantized import QuantizedTensor
 from minislm.quant.rtn import PER_CHANNEL, PER_TENSOR, quantize_rtn
 
 from conftest import REPO
@@ -83,7 +83,7 @@ def test_block_dequantization_matches_one_shot(monkeypatch):
     qt = QuantizedTensor.from_matrix(quantize_rtn(W, 4, 16), "out_in")
     xs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (5, 20)]   # both paths
     full = [qt.linear(x) for x in xs]
-    monkeypatch.setattr(qlinear, "BLOCK_FLOATS", 64 * 5)       # 5 rows per block
+    monkeypatch.setattr(quantized, "BLOCK_FLOATS", 64 * 5)       # 5 rows per block
     for x, y in zip(xs, full):
         np.testing.assert_allclose(qt.linear(x), y, rtol=1e-5, atol=1e-5)
 

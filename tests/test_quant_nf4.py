@@ -15,7 +15,8 @@ from minislm.cli import main
 from minislm.errors import CheckpointError
 from minislm.quant import nf4
 from minislm.quant.model_quant import quantize_model
-from minislm.quant.nf4 import DYNAMIC_MAP, NF4_CODE, NF4Tensor, quantize_nf4
+from minislm.model.nf4 import DYNAMIC_MAP, NF4_CODE, SCALE_BLOCK, NF4Tensor
+from minislm.quant.nf4 import quantize_nf4
 
 from conftest import REPO
 
@@ -72,7 +73,7 @@ def test_blockwise_absmax_nearest_code_and_error_bounds(seed, n_out, n_in, block
 
     dq = quantize_nf4(W, block).tensor
     np.testing.assert_array_equal(dq.qweight, plain.qweight)          # codes use the exact a
-    A = np.repeat(dq.absmax_scale, nf4.SCALE_BLOCK)[:a.size]
+    A = np.repeat(dq.absmax_scale, SCALE_BLOCK)[:a.size]
     a_hat = dq.block_absmax()
     assert np.all(np.abs(a_hat - a) <= A * np.diff(DYNAMIC_MAP).max() / 2 + 1e-6 * a.max())
     np.testing.assert_allclose(dq.absmax_offset, [a.mean()], rtol=1e-6)

@@ -135,6 +135,11 @@ class LoraLinear:
         W = self.base_out_in() + self.delta()
         return np.ascontiguousarray(W.T if self.fan_in_fan_out else W)
 
+    def dequantize(self) -> np.ndarray:
+        """The float weight this adapter computes with (W₀ + ΔW, checkpoint layout):
+        the `StoredWeight` protocol's name for `merged`."""
+        return self.merged()
+
     def state_dict(self, name: str) -> dict:
         """What `minislm.save` writes for this weight: the merged dense matrix."""
         return {name: self.merged()}

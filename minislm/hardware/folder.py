@@ -21,9 +21,9 @@ from ..checkpoint import checkpoint_files, read_header, read_safetensors
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
 from ..model.families import detect_prefix, embedding_name, linear_layers
-from ..quant.nf4 import PARTS as NF4_PARTS
-from ..quant.nf4 import from_parts as nf4_from_parts
-from ..quant.qlinear import QuantizedTensor
+from ..model.nf4 import PARTS as NF4_PARTS
+from ..model.nf4 import from_parts as nf4_from_parts
+from ..model.quantized import QuantizedTensor
 
 FLOAT_CODES = {"F64": 32, "F32": 32, "F16": 16, "BF16": 16}
 

@@ -15,7 +15,7 @@ LM head: only the last position's logits are needed to pick the next token (n_he
 `all_logits` costs all n positions, as a plain forward pass does).
 
 Stored weight bytes, b-bit codes in groups of g input columns (minislm.quant.rtn):
-    codes   out · ⌈in · b / 8⌉                               (minislm.quant.pack)
+    codes   out · ⌈in · b / 8⌉                               (minislm.model.pack)
     grid    out · (2·⌈in/g⌉ + ⌈⌈in/g⌉·b/8⌉)  bytes           float16 scales + b-bit zeros
             (symmetric: no zeros; g = −1 one group per row; g = 0 one group per matrix)
     EoRA (rank r) adds float32 A [r, in] and B [out, r]: 4·r·(in + out) bytes, n·r·(in + out) MACs

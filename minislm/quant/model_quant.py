@@ -25,9 +25,9 @@ from ..model import families
 from .awq import awq_quantize
 from .eora import eora
 from .gptq import gptq_quantize
+from ..model.quantized import QuantizedTensor, quantization_config
 from .nf4 import BLOCK as NF4_BLOCK
 from .nf4 import check_block_size, quantize_nf4
-from .qlinear import QuantizedTensor, quantization_config
 from .rtn import output_error, quantize_rtn
 
 METHODS = ("rtn", "gptq", "awq", "nf4")

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError, NumericalError
+from ..model.quantized import PER_CHANNEL, PER_TENSOR, group_bounds
 
-PER_CHANNEL = -1
-PER_TENSOR = 0
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
@@ -59,13 +58,6 @@ def check_scheme(bits: int, group_size: int, n_in: int | None = None) -> None:
     if not isinstance(group_size, (int, np.integer)) or group_size < -1:
         raise InputError(f"group_size must be a positive integer, -1 (per output channel) "
                          f"or 0 (per tensor), found {group_size!r}")
-
-
-def group_bounds(n_in: int, group_size: int) -> list[tuple[int, int]]:
-    """[(start, stop)] of the column groups: one group for per-channel/per-tensor."""
-    if group_size in (PER_CHANNEL, PER_TENSOR) or group_size >= n_in:
-        return [(0, n_in)]
-    return [(j, min(j + group_size, n_in)) for j in range(0, n_in, group_size)]
 
 
 def _float16_ceil(s: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""Training by hand: forward/backward pairs, losses, AdamW, the trainer.
+"""Training by hand: losses, gradients, AdamW, the trainer (each layer's forward and
+backward live side by side in `minislm.model`).
 
-    layers_backward.py   every layer's forward beside its backward
     loss.py              next-token cross-entropy (transformers' labels convention)
     backward.py          the whole model: value_and_grad, loss_and_grads
     optim.py             AdamW, gradient clipping, learning-rate schedules

@@ -1,6 +1,10 @@
 """A quantized linear weight: packed integer codes in memory, dequantized block by
 block inside the matmul — and the on-disk format that stores it.
 
+It lives in the model core (not in `quant/`, which makes these tensors) because
+loading a quantized checkpoint and running it need no quantization technique:
+`loading.py` and `hardware/` read this format without importing `quant/`.
+
 In memory (`QuantizedTensor`, always the (out, in) layout internally):
 
     qweight      uint8   [out, ⌈in·b/8⌉]       codes, b-bit little-endian stream per row (pack.py)
@@ -25,7 +29,7 @@ the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),
                             "sym": bool, "method": "rtn"|"gptq"|"awq", "layout": "out_in",
                             "packing": "lsb-first bit stream per row", ...}
 
-(method "nf4" stores NF4 weights instead: `nf4.NF4Tensor`, with its own parts.)
+(method "nf4" stores NF4 weights instead: `minislm.model.nf4.NF4Tensor`, with its own parts.)
 
 `dequantize()` returns the weight in the *checkpoint's* layout ((in, out) for
 GPT-2 Conv1D), so code that wants a float weight sees what the float model had.
@@ -36,19 +40,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Config
 from ..errors import CheckpointError, InputError
-from . import nf4
+from . import families, nf4
 from .pack import pack_bits, packed_row_bytes, unpack_bits, unpack_float
-from .rtn import PER_TENSOR, QuantizedMatrix, group_bounds
 
+PER_CHANNEL = -1                  # group_size: one (s, z) per output row
+PER_TENSOR = 0                    # group_size: one (s, z) for the whole matrix
 QUANT_METHOD = "minislm"
 PARTS = ("qweight", "scales", "zeros", "input_scale", "eora_A", "eora_B")
 BLOCK_FLOATS = 1 << 20            # float weights dequantized at once (4 MB in float32)
 GROUP_DOT_TOKENS = 8              # up to this many input rows `linear` scales after the dot
 
 
+def group_bounds(n_in: int, group_size: int) -> list[tuple[int, int]]:
+    """[(start, stop)] of the column groups: one group for per-channel/per-tensor."""
+    if group_size in (PER_CHANNEL, PER_TENSOR) or group_size >= n_in:
+        return [(0, n_in)]
+    return [(j, min(j + group_size, n_in)) for j in range(0, n_in, group_size)]
+
+
 @dataclass(eq=False)
 class QuantizedTensor:
+    """A packed b-bit weight; a `minislm.model.weights.StoredWeight`."""
     qweight: np.ndarray
     scales: np.ndarray
     zeros: np.ndarray | None
@@ -65,9 +79,10 @@ class QuantizedTensor:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_matrix(cls, qm: QuantizedMatrix, orientation: str, input_scale=None,
+    def from_matrix(cls, qm, orientation: str, input_scale=None,
                     eora_A=None, eora_B=None) -> "QuantizedTensor":
-        """Pack a `QuantizedMatrix` (codes of the (out, in) weight)."""
+        """Pack the codes and grid of an (out, in) weight (a `quant.rtn.QuantizedMatrix`:
+        q, scales, zeros, bits, group_size, sym)."""
         n_out, n_in = qm.q.shape
         zeros = None if qm.sym else pack_bits(qm.zeros, qm.bits)
         return cls(pack_bits(qm.q, qm.bits), qm.scales.astype(np.float16), zeros, qm.bits,
@@ -238,8 +253,6 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
     quantized weight is checked against the family's table of linear layers. With
     method "nf4" the parts are NF4's (`nf4.NF4Tensor`, group_size = its block size).
     """
-    from ..config import Config
-    from ..model import families
     qc = config_dict.get("quantization_config", {})
     try:
         bits, group_size = int(qc["bits"]), int(qc["group_size"])

@@ -14,8 +14,9 @@ from minislm.adapt import lora
 from minislm.cli import main
 from minislm.errors import CheckpointError
 from minislm.quant import nf4
-from minislm.quant.model_quant import quantize_model
+from minislm.model import nf4 as stored_nf4
 from minislm.model.nf4 import DYNAMIC_MAP, NF4_CODE, SCALE_BLOCK, NF4Tensor
+from minislm.quant.model_quant import quantize_model
 from minislm.quant.nf4 import quantize_nf4
 
 from conftest import REPO
@@ -133,7 +134,7 @@ def test_equals_bitsandbytes(shape):
 @pytest.mark.parametrize("orientation", ["out_in", "in_out"])
 def test_nf4_linear_and_backward_equal_the_dequantized_weight(orientation, monkeypatch):
     """Row blocks that cut through a 64-block (45 inputs per row) give the same product."""
-    monkeypatch.setattr(nf4, "BLOCK_FLOATS", 90)                       # 2 rows per block
+    monkeypatch.setattr(stored_nf4, "BLOCK_FLOATS", 90)                       # 2 rows per block
     rng = np.random.default_rng(1)
     W = rng.standard_normal((11, 45)).astype(np.float32)
     t = quantize_nf4(W, orientation=orientation).tensor

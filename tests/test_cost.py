@@ -358,3 +358,55 @@ def test_cli_show_device_and_per_kernel_rows(tmp_path):
     code, text = run_cli(["cost", "--config", str(path), "--device", "siracusa",
                           "--context", "9999"])
     assert code == 2
+
+
+# ----------------------------------------------------------------------------- assumptions
+def test_engine_peak_and_utilisation_are_assumptions():
+    """Issue 13 item 14: the paper's 1.95 TOp/s peak has no stated bit width, yet it is applied
+    to 2-8-bit weights, and the utilisation divides an 8-bit end-to-end figure by it."""
+    facts = DEVICES["siracusa"].facts
+    assert facts["engine_peak_ops"].assumption and facts["engine_utilisation"].assumption
+    assert "bit width" in facts["engine_peak_ops"].source
+
+
+def test_verdicts_say_which_assumptions_they_rest_on():
+    """Issue 13 item 14: the estimate names the assumed facts that move the fit, the decode and
+    the prefill speed, and only those; a device of sourced facts rests on none."""
+    S = get_device("siracusa")
+    config = tiny_llama(hidden_size=256, intermediate_size=1024, num_attention_heads=4,
+                        num_key_value_heads=4)
+    r = estimate(config, S, context=128, weight_bits=4, assumptions=True)
+    a = r["assumptions"]
+    listed = set(a["fit"] + a["tokens_per_s"] + a["prefill_tokens_per_s"] + a["energy"])
+    assert listed and all(S.facts[k].assumption for k in listed)
+    assert a["fit"] == []                                  # memory sizes are sourced
+    assert {"engine_peak_ops", "engine_utilisation"} <= set(a["prefill_tokens_per_s"])
+    row = next(e for e in a["effects"] if e["fact"] == "engine_peak_ops")
+    assert row["prefill_tokens_per_s_at"][0] < r["prefill_tokens_per_s"]   # a slower engine
+    assert "assumptions" not in estimate(config, S, context=128, weight_bits=4)
+    # a fit that an assumed reserve decides: it flips when the reserve doubles
+    J = get_device("jetson-nano")
+    need = estimate(config, J, context=128)["checks"][0]["need_bytes"]
+    tight = J.replace(memory_bytes=J["reserved_bytes"] * 1.5 + need)
+    tight = Device(tight.name, tight.title, tight.kind,
+                   {**tight.facts, "reserved_bytes": J.facts["reserved_bytes"]})
+    r = estimate(config, tight, context=128, assumptions=True)
+    row = next(e for e in r["assumptions"]["effects"] if e["fact"] == "reserved_bytes")
+    assert r["fits"] and row["fit"] and row["fits_at"] == [True, False]
+    sourced = Device("toy", "toy", "roofline", {k: Fact(f.value, f.unit, "test")
+                                                for k, f in J.facts.items()})
+    a = estimate(config, sourced, context=128, assumptions=True)["assumptions"]
+    assert a["effects"] == [] and a["fit"] == a["tokens_per_s"] == []
+
+
+def test_cli_says_when_a_verdict_rests_on_an_assumption(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(tiny_llama().to_hf_dict()))
+    code, text = run_cli(["cost", "--config", str(path), "--device", "jetson-nano"])
+    assert code == 0
+    assert "the fit verdict rests on assumptions: act_bytes" in text or \
+        "the fit verdict rests on assumptions: reserved_bytes" in text
+    assert "decode tokens/s rests on" in text and "kernel_overhead_s" in text
+    code, text = run_cli(["cost", "--config", str(path), "--device", "siracusa", "--json"])
+    a = json.loads(text)["assumptions"]
+    assert a["fit"] == [] and "clock_hz" in a["tokens_per_s"]

@@ -73,7 +73,7 @@ def run(args) -> int:
         embedding_bits = args.embedding_bits
     result = estimate(config, device, context=getattr(args, "context", None), weight_bits=bits,
                       sparsity=sparsity, group_size=group_size, sym=sym,
-                      embedding_bits=embedding_bits, eora_rank=eora_rank)
+                      embedding_bits=embedding_bits, eora_rank=eora_rank, assumptions=True)
     result["notes"] = notes
     if getattr(args, "json", False):
         print(json.dumps(result, allow_nan=False))

@@ -22,6 +22,11 @@ Siracusa (tiled hierarchy), per kernel, in cycles at clock f:
 Fits: Siracusa — all weights in MRAM and activations + KV cache in L2 (if weights
 spill, they must at least fit L3); roofline — weights + KV cache + activations
 within memory − reserved. Energy = average power × time (where a power is known).
+
+Many device numbers are assumptions (no source gives them; `Fact.assumption`).
+`estimate(..., assumptions=True)` redoes the estimate with each of them halved and
+doubled and says which ones the fit verdict, the decode and the prefill speed rest
+on (`minislm cost` prints this under the verdict and puts it in --json).
 """
 from __future__ import annotations
 
@@ -218,7 +223,7 @@ def _bottleneck(rows: list[dict]) -> str:
 def estimate(config: Config, device, context: int | None = None, weight_bits: int = 32,
              sparsity: float = 0.0, group_size: int = 128, sym: bool = False,
              embedding_bits: int | None = None, eora_rank: int = 0,
-             all_logits: bool = False) -> dict:
+             all_logits: bool = False, assumptions: bool = False) -> dict:
     """Fit, latency and bottleneck of `config` on `device` (a name or a `Device`).
 
     context: tokens already in the KV cache when the measured decode step runs,
@@ -229,6 +234,9 @@ def estimate(config: Config, device, context: int | None = None, weight_bits: in
     embedding_bits: embedding tables and the LM head (None: same as weight_bits).
     eora_rank: rank of a float32 EoRA correction on every block linear (0: none).
     all_logits: the prefill computes logits for every prompt position (plain forward).
+    assumptions: also say which of the device's *assumed* facts (no source gives them)
+             the verdict rests on: key `assumptions` (see `assumption_effects`; it
+             redoes the estimate twice per assumed fact).
     Returns a dict: totals (`fits`, `weight_bytes`, `latency_s_per_token`,
     `tokens_per_s`, `bottleneck`, `prefill_s`, `energy_j_per_token`, `verdict`, …),
     `checks` (memory need vs have), `layers` (per-layer rows of one decode step) and
@@ -279,7 +287,7 @@ def estimate(config: Config, device, context: int | None = None, weight_bits: in
     t_decode, rows = _cost_step(decode, dev, where, kv_at, a)
     t_prefill, _ = _cost_step(prefill, dev, where, kv_at, a)
     power = dev.facts["power_w"].value if "power_w" in dev.facts else 0.0
-    return {
+    result = {
         "device": dev.name, "device_title": dev.title, "family": config.family,
         "parameters": parameter_count(config), "weight_bits": weight_bits,
         "embedding_bits": fmt.emb_bits, "group_size": group_size, "sparsity": float(sparsity),
@@ -293,6 +301,56 @@ def estimate(config: Config, device, context: int | None = None, weight_bits: in
         "verdict": _verdict(checks),
         "checks": checks, "layers": _by_layer(rows), "ops": rows,
     }
+    if assumptions:
+        result["assumptions"] = assumption_effects(
+            config, dev, result, dict(context=context, weight_bits=weight_bits,
+                                      sparsity=sparsity, group_size=group_size, sym=sym,
+                                      embedding_bits=embedding_bits, eora_rank=eora_rank,
+                                      all_logits=all_logits))
+    return result
+
+
+ASSUMPTION_FACTOR = 2.0
+
+
+def assumption_effects(config: Config, dev: Device, base: dict, options: dict,
+                       factor: float = ASSUMPTION_FACTOR) -> dict:
+    """Which assumed facts of `dev` the verdict of `base` (an `estimate`) rests on.
+
+    Every fact marked `assumption` is divided and multiplied by `factor` in turn and
+    the estimate redone with `options`. The fit verdict rests on the fact when a
+    memory check's need or capacity moves with it; decode (prefill) tokens/s rests
+    on it when the decode step's (prefill's) time moves by more than 0.1 %; the
+    energy when the energy moves. Returns {"factor", "fit": [facts], "tokens_per_s":
+    [facts], "prefill_tokens_per_s": [facts], "energy": [facts], "effects": one row
+    per fact something rests on, the strongest first: the fact, its value and unit,
+    and `fits_at`, `tokens_per_s_at`, `prefill_tokens_per_s_at`, `bottleneck_at` as
+    [at value ÷ factor, at value × factor]}.
+    """
+    speeds = ("tokens_per_s", "prefill_tokens_per_s")
+    def memory(r):
+        return [(c["need_bytes"], c["have_bytes"]) for c in r["checks"]]
+
+    rows = []
+    for key, fact in dev.facts.items():
+        if not fact.assumption:
+            continue
+        what_if = [estimate(config, dev.replace(f"what-if: {key} × {f:g}", **{key: fact.value * f}),
+                            **options) for f in (1 / factor, factor)]
+        rests = {"fit": any(memory(r) != memory(base) for r in what_if),
+                 **{v: any(abs(r[v] / base[v] - 1) > 1e-3 for r in what_if) for v in speeds},
+                 "energy": any(r["energy_j_per_token"] != base["energy_j_per_token"]
+                               for r in what_if)}
+        if any(rests.values()):
+            rows.append({"fact": key, "value": fact.value, "unit": fact.unit, **rests,
+                         "fits_at": [r["fits"] for r in what_if],
+                         **{v + "_at": [r[v] for r in what_if] for v in speeds},
+                         "bottleneck_at": [r["bottleneck"] for r in what_if]})
+    rows.sort(key=lambda r: -max(abs(math.log(t / base[v])) for v in speeds
+                                 for t in r[v + "_at"]))
+    return {"factor": factor, **{what: [r["fact"] for r in rows if r[what]]
+                                 for what in ("fit", *speeds, "energy")},
+            "effects": rows}
 
 
 def _check(memory: str, need: float, have: float) -> dict:
@@ -350,4 +408,37 @@ def format_report(r: dict, show_ops: bool = False) -> str:
               f"prefill of {r['context']} tokens: {r['prefill_s'] * 1e3:.1f} ms = "
               f"{r['prefill_tokens_per_s']:.1f} tokens/s",
               f"verdict: {'FITS' if r['fits'] else 'DOES NOT FIT'} — {r['verdict']}"]
+    if "assumptions" in r:
+        lines += _assumption_lines(r)
     return "\n".join(lines)
+
+
+def _assumption_lines(r: dict) -> list[str]:
+    """Which assumed device facts the fit and the tokens/s rest on, with what-ifs."""
+    a, k = r["assumptions"], r["assumptions"]["factor"]
+    fits = lambda ok: "FITS" if ok else "DOES NOT FIT"
+    lines = ["", f"assumptions (device facts no source gives; --show-device lists them), "
+                 f"each redone at ÷{k:g} and ×{k:g}:"]
+    if a["fit"]:
+        lines.append("  the fit verdict rests on assumptions: " + ", ".join(
+            f"{e['fact']} ({fits(e['fits_at'][0])} at ÷{k:g}, {fits(e['fits_at'][1])} at "
+            f"×{k:g})" for e in a["effects"] if e["fit"]))
+    else:
+        lines.append("  the fit verdict rests on sourced facts only")
+    for what, name in (("tokens_per_s", "decode tokens/s"),
+                       ("prefill_tokens_per_s", "prefill tokens/s")):
+        facts = a[what]
+        lines.append(f"  {name} rests on " + (", ".join(facts) if facts else
+                                               "sourced facts only"))
+    speed = [e for e in a["effects"] if e["tokens_per_s"] or e["prefill_tokens_per_s"]]
+    if speed:
+        lines.append(f"  {'fact':<28} {'value':>10} {'decode tok/s ÷, ×':>19} "
+                     f"{'prefill tok/s ÷, ×':>21}  decode bottleneck ÷ / ×")
+    for e in speed:
+        (d0, d1), (p0, p1) = e["tokens_per_s_at"], e["prefill_tokens_per_s_at"]
+        lines.append(f"  {e['fact']:<28} {e['value']:>10.4g} {d0:>9.1f} {d1:>9.1f} "
+                     f"{p0:>10.1f} {p1:>10.1f}  {e['bottleneck_at'][0]} / "
+                     f"{e['bottleneck_at'][1]}")
+    if a["energy"] and "power_w" in a["energy"]:
+        lines.append("  the energy per token also rests on the assumed power_w")
+    return lines

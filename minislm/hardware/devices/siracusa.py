@@ -35,11 +35,14 @@ SIRACUSA = Device(
                              "HyperBus-class 8-bit DDR at 200 MHz", assumption=True),
         "dma_bytes_per_cycle": Fact(8, "B/cycle", "cluster DMA L2 <-> L1, 64-bit AXI port "
                                     "as in other PULP clusters", assumption=True),
-        "engine_peak_ops": Fact(1.95e12, "op/s", f"{PAPER}: peak 1.95 TOp/s (1 MAC = 2 op); "
-                                "the bit-width of the peak is not stated, we use it for all "
-                                "2-8-bit weights", assumption=False),
-        "engine_utilisation": Fact(698 / 1950, "", f"derived: 698 GOp/s end-to-end at 8 bit / "
-                                   f"1.95 TOp/s peak ({PAPER})"),
+        "engine_peak_ops": Fact(1.95e12, "op/s", f"{PAPER}: peak 1.95 TOp/s (1 MAC = 2 op), "
+                                "but the paper does not say at which weight bit width; using "
+                                "it for every 2-8-bit weight width is our assumption",
+                                assumption=True),
+        "engine_utilisation": Fact(698 / 1950, "", f"698 GOp/s end-to-end at 8 bit / 1.95 "
+                                   f"TOp/s peak ({PAPER}); assumes the peak is the 8-bit one "
+                                   "and that the same fraction holds at every bit width and "
+                                   "for these layer shapes", assumption=True),
         "engine_min_bits": Fact(2, "bit", "pulp-platform/neureka README: 2-8-bit weights"),
         "engine_max_bits": Fact(8, "bit", "pulp-platform/neureka README: 2-8-bit weights, "
                                 "8-bit activations"),

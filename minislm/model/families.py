@@ -50,6 +50,7 @@ class Family:
     layer_norm: bool                   # LayerNorm with bias, or RMSNorm
     rope: bool                         # rotary positions on q and k
     biased: bool = False               # every linear has a bias (else config.attention_bias/mlp_bias)
+    heads_span_width: bool = False     # C = H·D and K = H: heads and width change together
     norm_offset: float = 0.0           # norm gain is (offset + w): 1 for Gemma's RMSNorm
     scaled_embedding: bool = False     # x₀ = E[ids] · √C (Gemma)
     buffers: tuple = field(default=())  # tensor-name suffixes that are buffers, not parameters
@@ -64,7 +65,7 @@ GPT2 = Family(
     positions="wpe.weight", final_norm="ln_f", norms={"attn_in": "ln_1", "mlp_in": "ln_2"},
     attention=(("attn.c_attn", "qkv"),), attention_out="attn.c_proj",
     mlp=(("mlp.c_fc", "fc"),), mlp_out=("mlp.c_proj", "proj"), activation="gelu_tanh",
-    orientation="in_out", layer_norm=True, rope=False, biased=True,
+    orientation="in_out", layer_norm=True, rope=False, biased=True, heads_span_width=True,
     buffers=(".attn.bias", ".attn.masked_bias"))
 
 LLAMA = Family(

@@ -76,14 +76,20 @@ class WidthImportance:
 
 
 def _qkv(model, i):
-    """W_q [H·D, C], W_k, W_v [K·D, C] and biases of block i, as [out, in] views."""
+    """W_q [H·D, C], W_k, W_v [K·D, C] and biases of block i, as [out, in] views
+    (GPT-2's fused c_attn is cut into its three row ranges)."""
     cfg, P = model.config, model.params
+    fam = families.family(cfg)
     p = families.block_prefix(cfg, model.prefix, i)
-    if cfg.family == "gpt2":
-        W, b, C = P[p + "attn.c_attn.weight"].T, P[p + "attn.c_attn.bias"], cfg.d_model
-        return [(W[j * C:(j + 1) * C], b[j * C:(j + 1) * C]) for j in range(3)]
-    return [(P[f"{p}self_attn.{r}_proj.weight"], P.get(f"{p}self_attn.{r}_proj.bias"))
-            for r in "qkv"]
+    mats = []
+    for module, _ in fam.attention:
+        W = P[f"{p}{module}.weight"]
+        mats.append((W.T if fam.orientation == "in_out" else W, P.get(f"{p}{module}.bias")))
+    if len(mats) == 3:
+        return mats
+    (W, b), HD, KD = mats[0], cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
+    cuts = ((0, HD), (HD, HD + KD), (HD + KD, HD + 2 * KD))                 # q | k | v
+    return [(W[lo:hi], None if b is None else b[lo:hi]) for lo, hi in cuts]
 
 
 def _mean_t_sq_b(a: np.ndarray) -> np.ndarray:
@@ -188,7 +194,7 @@ def _top(scores, k) -> np.ndarray:
 def target_sizes(config, heads=None, kv_heads=None, ffn=None, hidden=None):
     """(H', K', F', C') with defaults and the families' constraints checked."""
     H, K, D, G = config.n_head, config.n_kv_head, config.head_dim, config.n_rep
-    if config.family == "gpt2":   # n_embd = n_head · head_dim: heads and hidden move together
+    if families.family(config).heads_span_width:   # n_embd = n_head · head_dim (GPT-2)
         if heads is None and hidden is not None:
             if hidden % D:
                 raise ConfigError(f"GPT-2 needs hidden = heads × head_dim ({D}); {hidden} is "
@@ -215,6 +221,29 @@ def target_sizes(config, heads=None, kv_heads=None, ffn=None, hidden=None):
     return H2, K2, F2, C2
 
 
+def _block_plan(cfg, prefix, i, q_rows, kv_rows, neurons, channels) -> dict:
+    """{tensor name of block i: kept indices per axis}, from the family table: each
+    linear keeps its (out, in) rows and columns (swapped for a Conv1D (in, out) weight);
+    every norm but QK-norm (over D, unchanged) keeps the channels."""
+    fam = families.family(cfg)
+    p = families.block_prefix(cfg, prefix, i)
+    HD, KD = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
+    out_rows = {"q": q_rows, "k": kv_rows, "v": kv_rows,
+                "qkv": np.concatenate([q_rows, HD + kv_rows, HD + KD + kv_rows]),
+                "o": channels, "fc": neurons, "gate": neurons, "up": neurons,
+                "proj": channels, "down": channels}
+    in_cols = {"o": q_rows, "proj": neurons, "down": neurons}             # else the channels
+    plan = {}
+    for module, role, _ in families.block_linears(cfg):
+        rows_, cols = out_rows[role], in_cols.get(role, channels)
+        plan[f"{p}{module}.weight"] = (rows_, cols) if fam.orientation == "out_in" else (cols, rows_)
+        plan[f"{p}{module}.bias"] = (rows_,)
+    for role, module in fam.norms.items():
+        if role not in ("q", "k"):
+            plan[f"{p}{module}.weight"] = plan[f"{p}{module}.bias"] = (channels,)
+    return plan
+
+
 def width_trim(model, token_batches=None, heads=None, kv_heads=None, ffn=None, hidden=None,
                scores: WidthImportance | None = None, importance: str = "minitron",
                batch_size: int = 8, progress: bool = False):
@@ -225,7 +254,7 @@ def width_trim(model, token_batches=None, heads=None, kv_heads=None, ffn=None, h
     `importance` formula, "minitron" or "voice-thesis").
     """
     cfg, P, prefix = model.config, model.params, model.prefix
-    H, K, D, G = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_rep
+    D, G = cfg.head_dim, cfg.n_rep
     H2, K2, F2, C2 = target_sizes(cfg, heads, kv_heads, ffn, hidden)
     if scores is None:
         scores = width_importance(model, token_batches, importance, batch_size, progress)
@@ -236,42 +265,19 @@ def width_trim(model, token_batches=None, heads=None, kv_heads=None, ffn=None, h
         return np.concatenate([np.arange(h * D, (h + 1) * D) for h in idx])
 
     for i in range(cfg.n_layer):
-        p = families.block_prefix(cfg, prefix, i)
         groups = _top(scores.groups(G)[i], K2)                              # [K'] kept KV heads
         q_heads = np.concatenate([g * G + _top(scores.heads[i, g * G:(g + 1) * G], H2 // K2)
                                   for g in groups])                         # [H'] grouped order
         neurons = _top(scores.neurons[i], F2)                               # [F']
-        q_rows, kv_rows = rows(q_heads), rows(groups)
-        if cfg.family == "gpt2":
-            qkv_cols = np.concatenate([j * cfg.d_model + q_rows for j in range(3)])
-            plan.update({
-                p + "ln_1.weight": (channels,), p + "ln_1.bias": (channels,),
-                p + "attn.c_attn.weight": (channels, qkv_cols), p + "attn.c_attn.bias": (qkv_cols,),
-                p + "attn.c_proj.weight": (q_rows, channels), p + "attn.c_proj.bias": (channels,),
-                p + "ln_2.weight": (channels,), p + "ln_2.bias": (channels,),
-                p + "mlp.c_fc.weight": (channels, neurons), p + "mlp.c_fc.bias": (neurons,),
-                p + "mlp.c_proj.weight": (neurons, channels), p + "mlp.c_proj.bias": (channels,)})
-        else:
-            a, m = p + "self_attn.", p + "mlp."
-            plan.update({
-                p + "input_layernorm.weight": (channels,),
-                p + "post_attention_layernorm.weight": (channels,),
-                a + "q_proj.weight": (q_rows, channels), a + "q_proj.bias": (q_rows,),
-                a + "k_proj.weight": (kv_rows, channels), a + "k_proj.bias": (kv_rows,),
-                a + "v_proj.weight": (kv_rows, channels), a + "v_proj.bias": (kv_rows,),
-                a + "o_proj.weight": (channels, q_rows), a + "o_proj.bias": (channels,),
-                m + "gate_proj.weight": (neurons, channels), m + "gate_proj.bias": (neurons,),
-                m + "up_proj.weight": (neurons, channels), m + "up_proj.bias": (neurons,),
-                m + "down_proj.weight": (channels, neurons), m + "down_proj.bias": (channels,)})
-    emb = families.embedding_name(cfg, prefix)
-    plan[emb] = (None, channels)
-    if cfg.family == "gpt2":
-        plan.update({prefix + "wpe.weight": (None, channels), prefix + "ln_f.weight": (channels,),
-                     prefix + "ln_f.bias": (channels,)})
-    else:
-        plan["model.norm.weight"] = (channels,)
-        if not cfg.tied:
-            plan["lm_head.weight"] = (None, channels)
+        plan.update(_block_plan(cfg, prefix, i, rows(q_heads), rows(groups), neurons, channels))
+    fam = families.family(cfg)
+    plan[prefix + fam.embedding] = (None, channels)
+    if fam.positions:
+        plan[prefix + fam.positions] = (None, channels)
+    final = families.final_norm_name(cfg, prefix)
+    plan.update({final + ".weight": (channels,), final + ".bias": (channels,)})
+    if not cfg.tied:
+        plan["lm_head.weight"] = (None, channels)
 
     def sliced(tensors):
         out = {}

@@ -20,6 +20,12 @@ What is counted, and why (the accounting is deliberately pessimistic):
   activations  one forward pass over a window of T tokens (B = 1 when loading):
                residual stream and norms ≈ 4·C, q/k/v (H + 2K)·D, MLP 3·F, logits V
                per token, plus the H·T·T attention scores.
+  training     per trained number: its working copy, gradient and AdamW's m and v, plus
+               AdamW's scratch (≤ one more): 5 copies. The activations every block keeps
+               for the backward, per token: residual and norm values ≈ 6·C, q/k/v before
+               and after RoPE 2·(H + 2K)·D, MLP 4·F, and the attention probabilities H·T;
+               then the logits with their softmax and gradient (3·V), and the
+               transient of the backward (one forward pass's worth).
   calibration  the N windows' token ids (N·T int64), their hidden states kept between
                blocks (2 · N·T·C, inputs and outputs of the block being compressed), the
                largest float64 Hessian XᵀX with its Cholesky temporaries (4 · d_in²·8),
@@ -156,6 +162,19 @@ def calibration_bytes(config, n_samples: int, seqlen: int, itemsize: int = 4) ->
     return windows + hidden + hessian + forward_bytes(config, seqlen, 1, itemsize)
 
 
+def training_bytes(config, batch: int, seqlen: int, trainable: int,
+                   itemsize: int = 4) -> tuple[int, int]:
+    """(optimiser bytes, activation bytes) of one training step on resident weights:
+    5 copies of the `trainable` numbers, and the activations a [batch, seqlen] step
+    keeps for its backward (see module docstring)."""
+    C, F, V, L = config.d_model, config.d_ff, config.vocab_size, config.n_layer
+    H, K, D = config.n_head, config.n_kv_head, config.head_dim
+    per_block = 6 * C + 2 * (H + 2 * K) * D + 4 * F + H * seqlen           # per token
+    kept = itemsize * batch * seqlen * (L * per_block + 2 * C + 3 * V)
+    activations = kept + forward_bytes(config, seqlen, batch, itemsize)
+    return 5 * trainable * itemsize, activations
+
+
 def require(needed: int, what: str, breakdown: str = "") -> None:
     """Raise ResourceError if `needed` bytes exceed the available memory."""
     available, source = available_memory()
@@ -194,4 +213,21 @@ def check_calibration(model, n_samples: int, seqlen: int) -> int:
     require(needed, f"calibrating on {n_samples} windows of {seqlen} tokens",
             "token ids and hidden states of every window, a float64 Hessian, one forward "
             "pass")
+    return needed
+
+
+def check_training(model, batch_size: int, seqlen: int, trainable, extra: int = 0,
+                   what: str = "training") -> int:
+    """Preflight of training / fine-tuning / distillation on a loaded model, before any step:
+    the optimiser's copies of the `trainable` tensors (a dict of arrays) and the
+    activations of a [batch_size, seqlen] step, plus `extra` bytes. Returns bytes."""
+    import numpy as np
+    itemsize = np.dtype(model.dtype).itemsize
+    n = sum(int(np.size(v)) for v in trainable.values())
+    optimiser, activations = training_bytes(model.config, batch_size, seqlen, n, itemsize)
+    needed = optimiser + activations + extra
+    require(needed, f"{what} with batches of {batch_size} × {seqlen} tokens",
+            f"{format_bytes(optimiser)} for the weights' copies, gradients and AdamW moments, "
+            f"{format_bytes(activations + extra)} of activations kept for the backward; "
+            "lower the batch size or the sequence length")
     return needed

@@ -138,6 +138,106 @@ def test_distill_moves_the_student_towards_the_teacher(folders):
         distill.distill(teacher, grown, examples, steps=1, progress=False)
 
 
+
+@pytest.mark.parametrize("command, flags, words", [
+    ("finetune", ["--lr", "inf"], "lr=inf"),
+    ("finetune", ["--weight-decay", "nan"], "weight decay"),
+    ("finetune", ["--lora-rank", "2", "--lora-alpha", "nan", "--merge"], "alpha"),
+    ("finetune", ["--seed", "-1"], "seed"),
+    ("distill", ["--lr", "inf"], "lr=inf"),
+    ("distill", ["--temperature", "inf"], "temperature"),
+])
+def test_non_finite_numbers_are_refused_before_any_work(folders, tmp_path, capsys, command,
+                                                        flags, words):
+    """Once `finetune --lr inf` (and --weight-decay nan, --lora-alpha nan --merge) wrote a
+    NaN checkpoint and exited 0."""
+    src, out = str(folders["gpt2"]), tmp_path / "out"
+    models = ["--model", src] if command == "finetune" else ["--teacher", src, "--student", src]
+    assert main([command, *models, "--data", "requirements", "--steps", "2", "--batch-size",
+                 "2", "--out", str(out), *flags]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("minislm: error:") and words in last, last
+    assert not any(out.glob("*.safetensors"))
+
+
+def test_a_diverging_finetune_raises_instead_of_returning_nan(folders):
+    """lr = 1e38 passes as a finite number, but the first AdamW update overflows float32
+    (the loss of that step is still finite): the run must stop, not return NaN weights."""
+    from minislm.errors import NumericalError
+    m = minislm.load(folders["gpt2"])
+    examples = ft.load_examples(m.tokenizer, "requirements", 32)
+    with pytest.raises(NumericalError, match="non-finite"):
+        ft.finetune(m, examples, steps=1, lr=1e38, batch_size=2, progress=False)
+    lm = lora.add_lora(m, rank=2)
+    with pytest.raises(NumericalError, match="non-finite"):
+        ft.finetune(lm, examples, steps=1, lr=1e38, batch_size=2, progress=False)
+
+
+def test_finetune_and_distill_memory_preflight(folders, monkeypatch):
+    """Under a limit below the optimiser state plus the kept activations, no step runs."""
+    from minislm import resources
+    from minislm.errors import ResourceError
+    m = minislm.load(folders["gpt2"])
+    examples = ft.load_examples(m.tokenizer, "requirements", 64)
+    T = max(len(ids) for ids, _ in examples)
+    need = resources.check_training(m, 64, T, ft.trainable_tensors(m))
+    calls = []
+    monkeypatch.setattr(ft, "loss_and_grads", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(distill, "loss_and_grads", lambda *a, **k: calls.append(1))
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need - 1))
+    with pytest.raises(ResourceError, match=f"finetune with batches of 64 × {T} tokens"):
+        ft.finetune(m, examples, steps=2, batch_size=64, progress=False)
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need))      # the teacher needs more
+    with pytest.raises(ResourceError, match="distill with batches"):
+        distill.distill(m, m, examples, steps=2, batch_size=64, progress=False)
+    assert calls == []
+
+
+def test_finetune_command_memory_preflight(folders, tmp_path, monkeypatch, capsys):
+    """`finetune --batch-size 64` under a limit the model loads in: refused with the
+    numbers, before any step and before anything is written."""
+    from minislm import resources
+    from minislm.checkpoint import read_header
+    src = folders["gpt2"]
+    m = minislm.load(src)
+    entries = list(read_header(src / "model.safetensors")[0].values())
+    monkeypatch.delenv("MINISLM_MEMORY_LIMIT", raising=False)
+    load_need = resources.check_load(src, m.config, entries)
+    train_need = resources.check_training(m, 64, m.config.max_position,
+                                          ft.trainable_tensors(m))
+    assert load_need < train_need // 2
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(train_need // 2))
+    out = tmp_path / "out"
+    assert main(["finetune", "--model", str(src), "--data", "requirements", "--steps", "2",
+                 "--batch-size", "64", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("minislm: error: finetune with batches of 64") and \
+        "MINISLM_MEMORY_LIMIT" in last, last
+    assert not any(out.glob("*.safetensors"))
+
+
+def test_new_tokens_on_padding_rows_get_the_mean_row(tokenizer):
+    """An embedding padded beyond the tokenizer (rows n … V−1 used by no token): the new
+    ids land on padding rows, and those rows must get ē like appended ones."""
+    n = tokenizer.get_vocab_size()
+    cfg = Config.from_hf_dict(hf_config_dict("llama", n + 6, 32, 1, 4, 64, 64, n_kv_head=2,
+                                             tied=False, eos_id=0, bos_id=0))
+    m = init_model(cfg, seed=1, tokenizer=tokenizer)
+    names = ["model.embed_tokens.weight", "lm_head.weight"]
+    padded = {name: np.concatenate([m.params[name][:n], np.zeros((6, 32), np.float32)])
+              for name in names}                         # zero rows, as padded checkpoints have
+    m = m.replace(params={**m.params, **padded})
+    grown = special_tokens.add_tokens(m)
+    ids = special_tokens.token_ids(grown)
+    assert ids == [n, n + 1] and grown.config.vocab_size == n + 6
+    for name in names:
+        E, E2 = m.params[name], grown.params[name]
+        mean = E[:n].mean(0, dtype=np.float64).astype(np.float32)
+        np.testing.assert_allclose(E2[ids], np.stack([mean, mean]), atol=1e-7)
+        assert np.linalg.norm(E2[ids], axis=1).min() > 0.5 * np.linalg.norm(mean)
+        np.testing.assert_array_equal(np.delete(E2, ids, axis=0), np.delete(E, ids, axis=0))
+
+
 def test_finetune_command_full_lora_and_merge(folders, tmp_path, capsys):
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")

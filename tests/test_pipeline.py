@@ -337,3 +337,20 @@ def test_bad_data_files_are_refused_before_any_work(model_dir, tmp_path, content
         with pytest.raises(ConfigError, match=match):
             pipeline.compress(cfg, tmp_path / "out", progress=False)
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage, match", [
+    ('name = "lora"\nalpha = nan\nseq_len = 32', "alpha"),
+    ('name = "lora"\nlr = inf\nseq_len = 32', "lr"),
+    ('name = "finetune"\nlr = inf\nseq_len = 32', "lr"),
+])
+def test_non_finite_training_numbers_in_toml_fail_before_any_work(model_dir, tmp_path, stage,
+                                                                  match):
+    """`alpha = nan` once left a NaN model in stages/01_lora/model."""
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'[[stage]]\n{stage}\n')
+    cfg = config(model_dir, *pipeline.load_config(toml)["stage"])
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=f"stage 1 .*{match}"):
+        pipeline.compress(cfg, out, progress=False)
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """Optimiser, schedule, trainer (determinism, resume, masks) and the `minislm train` CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import minislm
 from minislm.config import Config
-from minislm.errors import CheckpointError, ConfigError, InputError
+from minislm.errors import CheckpointError, ConfigError, InputError, NumericalError
 from minislm.train.data import eval_windows, random_batch, unigram_perplexity
 from minislm.train.init import hf_config_dict, init_model
 from minislm.train.optim import (AdamWState, adamw_step, clip_by_global_norm, global_norm,
@@ -134,6 +135,55 @@ def test_resume_without_state_and_masks(tmp_path):
                            extra_tensors={"masks": {name: mask}})
     trained, _ = train(masked, stream, opts, progress=False)
     assert np.all(trained.params[name][~mask] == 0) and np.any(trained.params[name][mask] != 0)
+
+
+
+def test_a_diverging_run_stops_before_writing_a_nan_checkpoint(tmp_path):
+    """lr = 1e38 is finite, so it passes the option checks, but the first AdamW update
+    (η·m̂/(√v̂+ε) with 1/(1−β₁) = 10) overflows float32: the loss of that step was still
+    finite, and the checkpoint at its end must not be written with NaN/∞ weights."""
+    model = tiny_model("llama")
+    stream = np.arange(200, dtype=np.int32) % 16
+    opts = TrainOptions(steps=1, batch_size=2, seq_len=8, lr=1e38, min_lr=0.0, warmup=0,
+                        weight_decay=0.0, eval_every=0)
+    with pytest.raises(NumericalError, match="non-finite"):
+        train(model, stream, opts, out=tmp_path, progress=False)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert not (tmp_path / "trainer_state.safetensors").exists()
+
+
+@pytest.mark.parametrize("field, value", [("lr", math.inf), ("lr", math.nan),
+                                          ("min_lr", math.nan), ("weight_decay", math.nan),
+                                          ("weight_decay", math.inf), ("beta2", 1.0),
+                                          ("eps", math.nan), ("clip", math.nan),
+                                          ("clip", math.inf), ("seed", -1)])
+def test_options_refuse_non_finite_numbers(field, value):
+    with pytest.raises(ConfigError, match=field.replace("_", " ") if field == "weight_decay"
+                       else field):
+        dataclasses.replace(TrainOptions(), **{field: value}).validate()
+
+
+def test_training_memory_preflight_refuses_before_any_step(monkeypatch):
+    """No step runs when the optimiser state plus the activations kept for the backward
+    exceed the memory limit (`finetune --batch-size 64 --max-len 256` once peaked at
+    861 MB under a 14 MB limit)."""
+    from minislm import resources
+    from minislm.errors import ResourceError
+    from minislm.train import trainer
+    model = tiny_model("gpt2")
+    stream = np.arange(5000, dtype=np.int32) % 16
+    opts = TrainOptions(steps=2, batch_size=64, seq_len=32, warmup=1, eval_every=0)
+    params = {k: v for k, v in model.params.items()}
+    need = resources.check_training(model, 64, 32, params)
+    optimiser, activations = resources.training_bytes(model.config, 64, 32,
+                                                      sum(v.size for v in params.values()))
+    assert need == optimiser + activations >= 2 * 64 * 2 * 32 * 32 * 4   # L·B·H·T·T probabilities
+    calls = []
+    monkeypatch.setattr(trainer, "loss_and_grads", lambda *a, **k: calls.append(1))
+    monkeypatch.setenv("MINISLM_MEMORY_LIMIT", str(need - 1))
+    with pytest.raises(ResourceError, match="batches of 64 × 32 tokens"):
+        train(model, stream, opts, progress=False)
+    assert calls == []
 
 
 def test_cli_train_on_a_text_file(tmp_path, capsys):

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..data.examples import pad_id_of, sample_batch
+from ..errors import ConfigError, InputError
 from ..model.forward import forward
+from ..resources import forward_bytes
 from ..train.backward import loss_and_grads
 from ..train.loss import cross_entropy_backward, cross_entropy_forward, shift_labels
 from . import finetune as ft
+from . import lora
 
 
 def log_softmax(z):
@@ -65,6 +68,16 @@ def kd_backward(cache):
     return ds
 
 
+def check_kd_options(temperature: float, alpha: float) -> None:
+    """Raise ConfigError unless T > 0 is finite and α ∈ [0, 1]."""
+    if not (isinstance(temperature, (int, float, np.number)) and np.isfinite(temperature)
+            and temperature > 0):
+        raise ConfigError(f"temperature must be a positive finite number, found "
+                          f"{temperature!r}")
+    if not (isinstance(alpha, (int, float, np.number)) and 0.0 <= alpha <= 1.0):
+        raise ConfigError(f"alpha must lie in [0, 1], found {alpha!r}")
+
+
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 2.0,
                       alpha: float = 0.5):
     """(L, ∂L/∂s, {"kd": L_KD, "ce": L_CE}) for L = α·L_KD + (1 − α)·L_CE."""
@@ -72,15 +85,19 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
         raise ConfigError(f"student logits {student_logits.shape} and teacher logits "
                           f"{teacher_logits.shape} differ: distillation needs the same "
                           "tokenizer and vocabulary")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be positive, found {temperature!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha must lie in [0, 1], found {alpha!r}")
+    check_kd_options(temperature, alpha)
     _, counted = shift_labels(labels, student_logits.shape[-1])
     kd, kd_cache = kd_forward(student_logits, teacher_logits, counted, temperature)
     ce, ce_cache = cross_entropy_forward(student_logits, labels)
     ds = alpha * kd_backward(kd_cache) + (1.0 - alpha) * cross_entropy_backward(ce_cache)
     return alpha * kd + (1.0 - alpha) * ce, ds, {"kd": kd, "ce": ce}
+
+
+def distill_options(steps: int, lr: float = 1e-3, batch_size: int = 16, seed: int = 0,
+                    temperature: float = 2.0, alpha: float = 0.5, seq_len: int = 128, **optim):
+    """The loop's options for distillation (as `finetune_options`), with T and α checked."""
+    check_kd_options(temperature, alpha)
+    return ft.finetune_options(steps, lr, batch_size, seed, seq_len=seq_len, **optim)
 
 
 def distill(teacher, student, examples, steps: int, temperature: float = 2.0,
@@ -91,15 +108,16 @@ def distill(teacher, student, examples, steps: int, temperature: float = 2.0,
     if teacher.config.vocab_size != student.config.vocab_size:
         raise ConfigError(f"teacher vocab_size {teacher.config.vocab_size} != student "
                           f"vocab_size {student.config.vocab_size}: they must share a tokenizer")
-    ft.check_batch_size(batch_size)
-    pad = ft.pad_id_of(student.tokenizer) if student.tokenizer is not None else 0
-    trainable = (lambda name: False) if ft.lora.lora_weights(student) else None
+    if not examples:
+        raise InputError("distill: no examples")
+    T_max = max(len(ids) for ids, _ in examples)
+    options = distill_options(steps, lr, batch_size, seed, temperature, alpha, T_max, **optim)
+    pad = pad_id_of(student.tokenizer) if student.tokenizer is not None else 0
+    trainable = (lambda name: False) if lora.lora_weights(student) else None
     history = []
 
-    def loss_fn(view, step):
-        rng = np.random.default_rng([seed, step])
-        idx = rng.choice(len(examples), size=min(batch_size, len(examples)), replace=False)
-        ids, labels = ft.make_batch(examples, idx, pad)
+    def loss_fn(view, draw):
+        ids, labels = sample_batch(examples, batch_size, seed, draw, pad)
         teacher_logits = forward(teacher, ids)                              # [B, T, V]
         parts = {}
 
@@ -112,8 +130,11 @@ def distill(teacher, student, examples, steps: int, temperature: float = 2.0,
         history.append((loss, parts["kd"], parts["ce"]))
         return loss, grads
 
-    new, _ = ft.optimise(student, loss_fn, steps, lr, seed=seed, progress=progress,
-                         desc="distill", **optim)
+    # besides the student's step: the teacher's forward, its logits and the KL's [N, V] terms
+    B, V, itemsize = options.batch_size, teacher.config.vocab_size, np.dtype(teacher.dtype).itemsize
+    teacher_bytes = forward_bytes(teacher.config, T_max, B, itemsize) + 4 * B * T_max * V * itemsize
+    new, _ = ft.optimise(student, loss_fn, options, progress=progress, desc="distill",
+                         extra_bytes=teacher_bytes)
     return new, history
 
 

@@ -13,129 +13,28 @@ tokenised as prompt + response + end-of-text, so the model also learns to stop.
                         (plus, optionally, whole dense weights: after adding tool
                         tokens their new embedding / LM-head rows must be learnt)
 
-Batches: `batch_size` examples drawn from `default_rng([seed, step])` (a rerun
-draws the same batches), right-padded to the longest — with causal attention a
-pad after the last real token changes nothing before it, and its label is −100.
-The update is AdamW with warm-up + cosine decay and global-norm clipping from
-`minislm.train.optim`; the input model is never modified.
-
-Data (`load_examples`): "toolcall" (the generator's train split, loss on the
-tool call), "requirements" (each sentence whole), or a file — JSONL rows with
-"prompt"/"response" (or "text"), or plain text cut into windows of `max_len`.
+Batches: `batch_size` examples drawn from `default_rng([seed, draw])`,
+right-padded to the longest (`minislm.data.examples`, where the loaders of
+"toolcall", "requirements" and files live). The update is the one loop of
+`minislm.train.loop` (AdamW with warm-up + cosine decay, global-norm clipping,
+accumulation); only the trained tensors and the loss are fine-tuning's own.
+The input model is never modified.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from tqdm import tqdm
 
-from ..errors import ConfigError, InputError, TokenizerError
+from .. import resources
+from ..data.examples import (load_examples, make_batch, pad_id_of, sample_batch,  # noqa: F401
+                             text_windows)
+from ..errors import ConfigError, InputError
 from ..train.backward import loss_and_grads
-from ..train.loss import IGNORE_INDEX
-from ..train.optim import AdamWState, adamw_step, clip_by_global_norm, learning_rate
+from ..train.loop import TrainOptions, training_loop
 from . import lora
 
-PAD_TOKENS = ("<|pad|>", "<pad>")
-EOS_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
-
-
-def _first_id(tokenizer, candidates):
-    for token in candidates:
-        i = tokenizer.token_to_id(token)
-        if i is not None:
-            return int(i)
-    return None
-
-
-# ------------------------------------------------------------------ data
-def encode_example(tokenizer, prompt: str, response: str, max_len: int, eos_id=None):
-    """(ids [T], labels [T]) for prompt + response (+ eos); labels −100 on the prompt."""
-    p = tokenizer.encode(prompt).ids if prompt else []
-    r = tokenizer.encode(response).ids + ([eos_id] if eos_id is not None else [])
-    ids = np.array(p + r, dtype=np.int64)[:max_len]
-    labels = ids.copy()
-    labels[:len(p)] = IGNORE_INDEX
-    return ids, labels
-
-
-def text_windows(tokenizer, text: str, max_len: int):
-    """Consecutive windows of `max_len` tokens of one long text, every token a target."""
-    ids = np.array(tokenizer.encode(text).ids, dtype=np.int64)
-    return [(ids[i:i + max_len], ids[i:i + max_len].copy())
-            for i in range(0, max(len(ids) - 1, 1), max_len) if len(ids[i:i + max_len]) > 1]
-
-
-def pairs_for(data: str, split: str = "train", seed: int = 0):
-    """(prompt, response) pairs of a named task, or None for a file (read by `load_examples`)."""
-    if data == "toolcall":
-        from ..data.tasks import split_example, toolcall_dataset
-        return [split_example(ex) for ex in toolcall_dataset(seed=seed)[split]]
-    if data == "requirements":
-        from ..data.requirements import requirements_dataset
-        return [("", sentence) for sentence in requirements_dataset(seed=seed)[split]]
-    return None
-
-
-def load_examples(tokenizer, data: str, max_len: int, split: str = "train", seed: int = 0):
-    """Training examples [(ids, labels)] from "toolcall", "requirements" or a file path."""
-    if tokenizer is None:
-        raise TokenizerError("fine-tuning on text needs the model's tokenizer.json")
-    eos_id = _first_id(tokenizer, EOS_TOKENS)
-    pairs = pairs_for(data, split, seed)
-    if pairs is None:
-        path = Path(data)
-        if not path.is_file():
-            raise InputError(f"--data {data!r}: expected 'toolcall', 'requirements' or an "
-                             "existing JSONL / text file")
-        if path.suffix == ".jsonl":
-            from ..evaluate.files import read_jsonl
-            pairs = []
-            for lineno, row in read_jsonl(path, "fine-tuning JSONL file"):
-                if isinstance(row.get("text"), str):
-                    pairs.append(("", row["text"]))
-                elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
-                    from ..data.tasks import render_prompt
-                    pairs.append((render_prompt(row["prompt"]), " " + row["response"]))
-                else:
-                    raise InputError(f"{path}:{lineno}: expected string fields 'prompt' and "
-                                     "'response', or 'text'")
-        else:
-            from ..data.corpus import load_text_corpus
-            examples = text_windows(tokenizer, load_text_corpus(path), max_len)
-            if not examples:
-                raise InputError(f"{path}: too little text for one training window")
-            return examples
-    examples = [encode_example(tokenizer, p, r, max_len, eos_id) for p, r in pairs]
-    examples = [(i, l) for i, l in examples if (l[1:] != IGNORE_INDEX).any()]
-    if not examples:
-        raise InputError(f"--data {data}: no example has a token to train on "
-                         f"(max_len {max_len} too short?)")
-    return examples
-
-
-def make_batch(examples, indices, pad_id: int):
-    """ids, labels [B, T_max]: the chosen examples right-padded (pad labels −100)."""
-    T = max(len(examples[i][0]) for i in indices)
-    ids = np.full((len(indices), T), pad_id, dtype=np.int64)
-    labels = np.full((len(indices), T), IGNORE_INDEX, dtype=np.int64)
-    for row, i in enumerate(indices):
-        x, y = examples[i]
-        ids[row, :len(x)] = x
-        labels[row, :len(y)] = y
-    return ids, labels
-
-
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, found {batch_size!r}")
-
-
-def pad_id_of(tokenizer) -> int:
-    i = _first_id(tokenizer, PAD_TOKENS)
-    if i is None:
-        i = _first_id(tokenizer, EOS_TOKENS)
-    return 0 if i is None else i
+# load_examples, make_batch and text_windows are re-exported: `ft.load_examples(...)`
+# reads as "the examples fine-tuning trains on".
+DEFAULT_LR = {"full": 3e-4, "lora": 1e-3}   # peak learning rates
 
 
 # ------------------------------------------------------------------ the loop
@@ -171,18 +70,43 @@ def flat_grads(grads: dict) -> dict:
     return out
 
 
-def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int | None = None,
-             weight_decay: float = 0.0, clip: float | None = 1.0, progress: bool = True,
-             desc: str = "finetune", also_train=()):
-    """Train `model` with AdamW for `steps` steps; returns (new model, losses per step).
+def default_lr(adapters: bool) -> float:
+    """The default peak learning rate: 1e-3 for LoRA adapters, 3e-4 for full fine-tuning."""
+    return DEFAULT_LR["lora" if adapters else "full"]
 
-    loss_fn(model_view, step) -> (loss, grads) computes the loss of one batch on
-    the current weights (`minislm.train.backward.loss_and_grads` underneath).
+
+def finetune_options(steps: int, lr: float, batch_size: int = 16, seed: int = 0,
+                     seq_len: int = 128, warmup: int | None = None, weight_decay: float = 0.0,
+                     clip: float | None = 1.0, grad_accum: int = 1) -> TrainOptions:
+    """The loop's options for fine-tuning and distillation, checked (ConfigError if unusable).
+
+    AdamW with β = (0.9, 0.999), linear warm-up over `warmup` steps (default 10 % of
+    them) and a cosine decay from η = lr to lr/10; `seq_len` is the longest example.
+    The pipeline calls this to refuse a bad stage before any work.
     """
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, found {steps!r}")
-    if not lr > 0:
-        raise ConfigError(f"learning rate must be positive, found {lr!r}")
+    if warmup is None and isinstance(steps, (int, np.integer)):
+        warmup = max(1, steps // 10)
+    options = TrainOptions(steps=steps, batch_size=batch_size, seq_len=seq_len,
+                           grad_accum=grad_accum, lr=lr, min_lr=0.1 * lr, warmup=warmup,
+                           weight_decay=weight_decay, beta1=0.9, beta2=0.999, clip=clip,
+                           seed=seed, eval_every=0, save_every=0)
+    options.validate()
+    return options
+
+
+def optimise(model, loss_fn, options: TrainOptions, progress: bool = True,
+             desc: str = "finetune", also_train=(), extra_bytes: int = 0):
+    """Train `model` with the one loop of `minislm.train.loop`; returns (new model, losses).
+
+    What is trained: the LoRA A and B (plus the dense weights named in
+    `also_train`) if the model has adapters, else every array.
+    loss_fn(model_view, draw) -> (loss, grads) computes the loss of batch number
+    `draw` on the current weights (`minislm.train.backward.loss_and_grads`
+    underneath); adapter dropout draws its masks from the seed and `draw` too.
+    extra_bytes: memory the loss holds besides the training step (a teacher's
+    logits), added to the preflight estimate.
+    """
+    options.validate()
     stuck = [name for name, w in model.params.items() if not isinstance(w, np.ndarray)
              and not hasattr(w, "linear_backward")]
     if stuck:
@@ -190,41 +114,40 @@ def optimise(model, loss_fn, steps: int, lr: float, seed: int = 0, warmup: int |
                           "without a backward (linear_backward), so no gradient can pass "
                           "through them; dequantize them or wrap them in LoRA")
     tensors = trainable_tensors(model, also_train)
-    state = AdamWState()
-    warmup = max(1, steps // 10) if warmup is None else warmup
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for step in bar:
-        view = with_tensors(model, tensors, dropout_seed=seed * 1_000_003 + step)
-        loss, grads = loss_fn(view, step)
-        grads = {k: g for k, g in flat_grads(grads).items() if k in tensors}
-        grads, _ = clip_by_global_norm(grads, clip)
-        eta = learning_rate(step, steps, lr, warmup=warmup, minimum=0.1 * lr)
-        adamw_step(tensors, grads, state, eta, betas=(0.9, 0.999), weight_decay=weight_decay)
-        losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.3f}")
-    return with_tensors(model, tensors, dropout_seed=None), losses
+    resources.check_training(model, options.batch_size, options.seq_len, tensors, extra_bytes,
+                             what=desc)
+
+    def step_loss(tensors, draw):
+        view = with_tensors(model, tensors, dropout_seed=options.seed * 1_000_003 + draw)
+        loss, grads = loss_fn(view, draw)
+        return loss, flat_grads(grads)
+
+    _, history = training_loop(tensors, step_loss, options, progress=progress, desc=desc,
+                               leave=False)
+    return with_tensors(model, tensors, dropout_seed=None), [r["loss"] for r in history]
 
 
 def finetune(model, examples, steps: int, lr: float | None = None, batch_size: int = 16,
              seed: int = 0, progress: bool = True, also_train=(), **optim):
     """Fine-tune on [(ids, labels)] examples: full, or adapters only if the model has LoRA
     weights (use `lora.add_lora` first) plus the dense weights named in `also_train`
-    (e.g. the resized embedding and LM head). Returns (new model, losses)."""
+    (e.g. the resized embedding and LM head). Returns (new model, losses).
+
+    optim: warmup, weight_decay, clip, grad_accum (see `finetune_options`).
+    """
     if not examples:
         raise InputError("finetune: no examples")
-    check_batch_size(batch_size)
     frozen = lora.lora_weights(model) != {}
-    lr = (1e-3 if frozen else 3e-4) if lr is None else lr
+    lr = default_lr(frozen) if lr is None else lr
+    options = finetune_options(steps, lr, batch_size, seed,
+                               seq_len=max(len(ids) for ids, _ in examples), **optim)
     pad = pad_id_of(model.tokenizer) if model.tokenizer is not None else 0
     also_train = tuple(also_train)
     trainable = (lambda name: name in also_train) if frozen else None
 
-    def loss_fn(view, step):
-        rng = np.random.default_rng([seed, step])
-        idx = rng.choice(len(examples), size=min(batch_size, len(examples)), replace=False)
-        ids, labels = make_batch(examples, idx, pad)
+    def loss_fn(view, draw):
+        ids, labels = sample_batch(examples, batch_size, seed, draw, pad)
         return loss_and_grads(view, ids, labels, trainable=trainable)
 
-    return optimise(model, loss_fn, steps, lr, seed=seed, progress=progress,
-                    also_train=also_train if frozen else (), **optim)
+    return optimise(model, loss_fn, options, progress=progress,
+                    also_train=also_train if frozen else ())

@@ -189,6 +189,18 @@ def kaiming_uniform_a(rng, r: int, d_in: int, dtype) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ model -> model
+def check_options(rank, alpha, dropout) -> None:
+    """Raise ConfigError unless rank r ≥ 1 is an integer, α is positive and finite (or None:
+    α = r) and the dropout p lies in [0, 1). A NaN α would make every merged weight NaN."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise ConfigError(f"LoRA rank must be a positive integer, found {rank!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float, np.number))
+                                  and math.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"LoRA alpha must be a positive finite number, found {alpha!r}")
+    if not (isinstance(dropout, (int, float, np.number)) and 0.0 <= dropout < 1.0):
+        raise ConfigError(f"LoRA dropout must lie in [0, 1), found {dropout!r}")
+
+
 def add_lora(model, rank: int = 8, alpha: float | None = None, dropout: float = 0.0,
              targets=None, seed: int = 0):
     """A new model whose target linears are `LoraLinear`s (A random, B = 0: same outputs).
@@ -197,10 +209,7 @@ def add_lora(model, rank: int = 8, alpha: float | None = None, dropout: float = 
     targets: module names as PEFT takes them (default q_proj,v_proj for LLaMA,
     c_attn for GPT-2; "c_proj" matches both GPT-2 c_projs, "attn.c_proj" one).
     """
-    if not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ConfigError(f"LoRA rank must be a positive integer, found {rank!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"LoRA dropout must lie in [0, 1), found {dropout!r}")
+    check_options(rank, alpha, dropout)
     alpha = float(rank if alpha is None else alpha)
     rng = np.random.default_rng(seed)
     params = dict(model.params)

@@ -11,6 +11,11 @@ W [V, C]:
     E' = [E; ē … ē]   [V + n, C]   ē = (1/V) Σ_v E_v     (the mean embedding)
     W' = [W; w̄ … w̄]   [V + n, C]   w̄ = (1/V) Σ_v W_v     (skipped when tied: W = E)
 
+The mean runs over the rows of the tokenizer's tokens. An embedding padded to
+a round size (more rows than tokens) gets its new ids on padding rows first;
+those rows are overwritten with ē too, and the matrix grows only when the
+tokens outrun the rows.
+
 Starting from the mean (transformers' `mean_resizing`) keeps the new logits
 w̄·h at the average of the old ones, so the resized model's distribution over
 the old tokens is unchanged and the new tokens start out neither favoured nor
@@ -41,8 +46,10 @@ def add_tokens(model, tokens=TOOL_TOKENS):
     if not tokens or not all(isinstance(t, str) and t for t in tokens):
         raise InputError(f"add_tokens: expected non-empty strings, found {tokens!r}")
     tok = Tokenizer.from_str(model.tokenizer.to_str())       # a copy: the input stays as it was
+    known = tok.get_vocab_size(with_added_tokens=True)       # ids 0 … known−1 are real tokens
     new = [t for t in tokens if tok.token_to_id(t) is None]
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in new])
+    new_ids = [tok.token_to_id(t) for t in new]
     cfg, P = model.config, dict(model.params)
     V = cfg.vocab_size
     V_new = max(V, tok.get_vocab_size(with_added_tokens=True))
@@ -54,8 +61,12 @@ def add_tokens(model, tokens=TOOL_TOKENS):
         if not isinstance(E, np.ndarray):
             raise InputError(f"add_tokens: '{name}' is a {type(E).__name__}, expected a dense "
                              "array (resize before quantizing)")
-        mean = E.mean(axis=0, keepdims=True, dtype=np.float64).astype(E.dtype)   # [1, C]
-        P[name] = np.concatenate([E, np.repeat(mean, V_new - V, axis=0)])        # [V', C]
+        # ē over the rows of real tokens: an embedding padded beyond the tokenizer (rows
+        # known … V−1) keeps rows no token uses, and a new id may land on one of them
+        mean = E[:min(known, V)].mean(axis=0, keepdims=True, dtype=np.float64).astype(E.dtype)
+        E_new = np.concatenate([E, np.repeat(mean, V_new - V, axis=0)])  # [V', C]
+        E_new[new_ids] = mean                                             # every new id: ē
+        P[name] = E_new
     return model.replace(config=cfg.replace(vocab_size=V_new), params=P, tokenizer=tok)
 
 

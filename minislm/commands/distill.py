@@ -47,12 +47,14 @@ def held_out_losses(teacher, student, examples, temperature, alpha, pad):
 def run(args) -> int:
     import minislm
     from minislm.adapt import finetune as ft
-    from minislm.adapt.distill import distill
+    from minislm.adapt.distill import distill, distill_options
     from minislm.checkpoint import atomic_write_text
     from minislm.evaluate.facts import auto_threads, blas_threads
     from minislm.errors import ConfigError
     from minislm.outputs import check_output, mark_output
     check_output(args.out, [args.teacher, args.student, args.data], args.overwrite)
+    distill_options(args.steps, args.lr, args.batch_size, args.seed, args.temperature,
+                    args.alpha)                        # bad numbers refused before any work
     teacher, student = minislm.load(args.teacher), minislm.load(args.student)
     if student.tokenizer is None:
         raise ConfigError(f"{args.student}: the student folder has no tokenizer.json")

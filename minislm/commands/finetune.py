@@ -57,6 +57,11 @@ def run(args) -> int:
     if args.lora_rank is None and (args.merge or args.targets):
         raise ConfigError("--merge and --targets need --lora-rank (LoRA fine-tuning)")
     check_output(args.out, [args.model, args.data], args.overwrite)
+    lr = ft.default_lr(args.lora_rank is not None) if args.lr is None else args.lr
+    ft.finetune_options(args.steps, lr, args.batch_size, args.seed,          # bad numbers are
+                        weight_decay=args.weight_decay)                    # refused before
+    if args.lora_rank is not None:                                         # any work
+        lora.check_options(args.lora_rank, args.lora_alpha, args.lora_dropout)
     model = minislm.load(args.model)
     if args.add_tool_tokens:
         model = add_tokens(model)

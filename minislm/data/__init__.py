@@ -10,6 +10,10 @@
   of the GPT-2 slides, with a held-out test split.
 - :mod:`minislm.data.tokenizer_train` -- the byte-level BPE tokenizer of the
   shipped models, saved so transformers' ``AutoTokenizer`` loads it.
+- :mod:`minislm.data.examples` -- prompt/response examples for fine-tuning and
+  distillation (a task or a file) and their padded batches.
+- :mod:`minislm.data.files` -- reading UTF-8 text and JSONL files with errors
+  that name the file and line.
 """
 from .corpus import (corpus_documents, corpus_stats, corpus_text, default_corpus, document_split,
                      load_text_corpus, split_text)

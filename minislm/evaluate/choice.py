@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..data.files import read_jsonl, read_lines
 from ..errors import InputError
 from ..model.forward import forward
 from ..tokenizer import encode
-from .files import read_jsonl, read_lines
 from .perplexity import token_nll
 
 

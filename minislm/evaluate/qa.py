@@ -51,11 +51,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ..data.files import read_jsonl
 from ..errors import ConfigError, InputError
 from ..model.cache import KVCache
 from ..model.forward import forward
 from ..tokenizer import decode, encode
-from .files import read_jsonl
 
 FUZZY_THRESHOLD = 0.8
 PROMPTS = {

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+from ..data.files import read_jsonl
 from ..errors import InputError
-from .files import read_jsonl
 from .qa import answer
 
 

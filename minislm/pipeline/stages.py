@@ -92,6 +92,11 @@ def check_finetune(o, cfg, where):
             f"found {o['data']!r}")
     require(2 <= o["seq_len"] <= cfg.max_position, where, f"seq_len must lie in [2, "
             f"{cfg.max_position}], found {o['seq_len']}")
+    try:                                              # the loop's own limits (NaN/∞, …)
+        ft.finetune_options(o["steps"], o["lr"], o["batch_size"], seq_len=o["seq_len"],
+                            warmup=min(o["warmup"], o["steps"]))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return cfg
 
 
@@ -214,9 +219,10 @@ LORA = {"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 20, "
 def check_lora(o, cfg, where):
     require(isinstance(o["rank"], int) and o["rank"] > 0, where,
             f"rank must be a positive integer, found {o['rank']!r}")
-    require(math.isfinite(o["alpha"]) and o["alpha"] > 0, where, f"alpha must be a positive "
-            f"finite number, found {o['alpha']!r}")
-    require(0 <= o["dropout"] < 1, where, f"dropout must lie in [0, 1), found {o['dropout']!r}")
+    try:                                              # a NaN alpha would merge into NaN weights
+        lora.check_options(o["rank"], o["alpha"], o["dropout"])
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     shapes_only = Model(config=cfg, params={}, prefix=families.default_prefix(cfg))
     try:
         chosen = lora.target_linears(shapes_only, o["targets"])

@@ -20,15 +20,13 @@ import math
 
 import numpy as np
 
+from ..data.examples import EOS_TOKENS, first_token_id
 from ..errors import InputError, TokenizerError
 
 
 def end_of_text_id(tokenizer) -> int | None:
-    for token in ("<|endoftext|>", "</s>", "<|end_of_text|>"):
-        i = tokenizer.token_to_id(token)
-        if i is not None:
-            return int(i)
-    return None
+    """The id of the end-of-text token (GPT-2's, LLaMA-2's or LLaMA-3's), or None."""
+    return first_token_id(tokenizer, EOS_TOKENS)
 
 
 def token_stream(tokenizer, documents, eos_id: int | None = None) -> np.ndarray:

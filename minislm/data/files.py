@@ -1,8 +1,9 @@
-"""Reading evaluation data files: UTF-8 text or JSON lines, optionally bz2-compressed.
+"""Reading data files: UTF-8 text or JSON lines, optionally bz2-compressed.
 
 One place that turns the ways a data file can be wrong — missing, binary,
 not UTF-8, not valid JSON on some line — into an InputError naming the file
-and line, so every loader in evaluate/ refuses bad input the same way.
+and line, so every loader (the evaluation sets in evaluate/, the fine-tuning
+examples in `data.examples`) refuses bad input the same way.
 """
 from __future__ import annotations
 

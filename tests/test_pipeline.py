@@ -106,6 +106,7 @@ def test_compress_runs_saves_and_resumes(model_dir, tmp_path, monkeypatch):
     text = (out / "report.md").read_text()
     assert "| 02_quantize |" in text and "PPL" in text and text == report
     assert "fits" in rows[0].metrics["verdict"]
+    assert "; assumed " in rows[0].metrics["verdict"]       # issue 13 item 14
 
     def boom(*a, **k):
         raise AssertionError("a finished stage was run again")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -44,17 +45,25 @@ def evaluate_stage(model, folder: Path, eval_options: dict, progress: bool = Fal
 
 
 def cost_verdict(folder: Path, device: str) -> dict:
-    """The hardware cost model's fit and tokens/s for the saved model on `device`."""
+    """The hardware cost model's fit and tokens/s for the saved model on `device`, naming
+    the assumed device facts each rests on (the two that move tokens/s most)."""
     info = read_model_folder(folder)
     cfg = info["config"]
     r = estimate(cfg, device, context=min(256, cfg.max_position - 1),
                  weight_bits=info["weight_bits"], sparsity=info["sparsity"],
                  group_size=info["group_size"] if info["group_size"] > 0 else 128,
                  sym=info["sym"], embedding_bits=info["embedding_bits"],
-                 eora_rank=info["eora_rank"])
+                 eora_rank=info["eora_rank"], assumptions=True)
+    fit = r["assumptions"]["fit"]
+    moves = lambda e: max(abs(math.log(t / r["tokens_per_s"])) for t in e["tokens_per_s_at"])
+    speed = [e["fact"] for e in sorted(r["assumptions"]["effects"], key=moves, reverse=True)
+             if e["tokens_per_s"]]
+    assumed = lambda facts: "; assumed " + ", ".join(facts[:2]) + (
+        f" +{len(facts) - 2}" if len(facts) > 2 else "") if facts else ""
     return {"fits": r["fits"], "device_tok_s": r["tokens_per_s"],
-            "verdict": f"{'fits' if r['fits'] else 'does not fit'} {r['device']}, "
-                       f"{r['tokens_per_s']:.0f} tok/s ({r['bottleneck']})"}
+            "verdict": f"{'fits' if r['fits'] else 'does not fit'} {r['device']}"
+                       + (f" ({assumed(fit)[2:]})" if fit else "")
+                       + f", {r['tokens_per_s']:.0f} tok/s ({r['bottleneck']}{assumed(speed)})"}
 
 
 # ============================================================================ stage folders

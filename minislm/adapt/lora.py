@@ -63,18 +63,22 @@ class LoraLinear:
 
     @property
     def rank(self) -> int:
+        """r, the inner dimension of B·A (rows of A [r, d_in])."""
         return self.A.shape[0]
 
     @property
     def scaling(self) -> float:
+        """α/r, the factor on B·A in W = W₀ + (α/r)·B·A."""
         return float(self.alpha) / self.rank
 
     @property
     def shape(self) -> tuple:
+        """The shape of W₀ as stored in the checkpoint (so the wrapper stands in for it)."""
         return tuple(self.base.shape)
 
     @property
     def dtype(self):
+        """The dtype of the adapters A and B (float32), which the layer computes in."""
         return self.A.dtype
 
     def _keep(self, x):
@@ -145,6 +149,7 @@ class LoraLinear:
         return {name: self.merged()}
 
     def replace(self, **changes) -> "LoraLinear":
+        """A copy with the given fields changed (the dataclass is frozen)."""
         return dataclasses.replace(self, **changes)
 
 

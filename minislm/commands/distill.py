@@ -45,6 +45,8 @@ def held_out_losses(teacher, student, examples, temperature, alpha, pad):
 
 
 def run(args) -> int:
+    """Check the numbers, load teacher and student, distill, report held-out KD/CE and write
+    the student; 0 on success."""
     import minislm
     from minislm.adapt import finetune as ft
     from minislm.adapt.distill import distill, distill_options

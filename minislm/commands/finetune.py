@@ -44,6 +44,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Check the numbers, load, fine-tune (full or LoRA) and write the folder; 0 on success."""
     import minislm
     from minislm.adapt import finetune as ft
     from minislm.adapt import lora

@@ -103,6 +103,7 @@ def train_default_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency:
 
 
 def main(argv=None) -> int:
+    """Command line: train the BPE tokenizer and save it with its configs into --out."""
     parser = argparse.ArgumentParser(description="Train the byte-level BPE tokenizer on the default corpus "
                                                  "(or on a text file / folder of .txt files).")
     parser.add_argument("--out", required=True, help="folder to write tokenizer.json and its configs into")

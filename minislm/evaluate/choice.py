@@ -45,6 +45,8 @@ from .perplexity import token_nll
 
 @dataclass(frozen=True)
 class ChoiceItem:
+    """One multiple-choice task: the model scores each context + continuation; `gold` is
+    the index of the right one."""
     contexts: tuple[str, ...]          # one context per choice
     continuations: tuple[str, ...]     # one continuation per choice
     gold: int

@@ -38,6 +38,7 @@ LOGITS_BUDGET = 32 * 1024 * 1024      # floats of logits per batch (128 MB): set
 
 @dataclass(frozen=True)
 class Perplexity:
+    """The result of `perplexity`: PPL = exp(nll / N) over N scored tokens, and the windows."""
     perplexity: float      # exp(nll / tokens)
     nll: float             # Σ −log p over the scored tokens (nats)
     tokens: int            # N: scored tokens
@@ -46,6 +47,7 @@ class Perplexity:
     stride: int            # S
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (for JSON logs and reports)."""
         return asdict(self)
 
 

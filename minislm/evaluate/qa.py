@@ -79,6 +79,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 @dataclass(frozen=True)
 class QAItem:
+    """One question with its accepted answers, and the passage for open-book QA (or None)."""
     question: str
     answers: tuple[str, ...]       # gold aliases
     context: str | None = None     # open-book passage

@@ -29,6 +29,7 @@ DEFAULT_RUNS_FILE = "runs/runs.jsonl"         # runs/ is git-ignored
 
 
 def runs_file(path=None) -> Path:
+    """The JSONL run log: `path`, else $MINISLM_RUNS, else runs/runs.jsonl."""
     return Path(path or os.environ.get("MINISLM_RUNS") or DEFAULT_RUNS_FILE)
 
 

@@ -80,6 +80,8 @@ FINETUNE = {"steps": 100, "lr": 3e-4, "batch_size": 8, "seq_len": 128, "warmup":
 
 
 def check_finetune(o, cfg, where):
+    """Refuse a finetune (or lora) stage the training loop could not run; the config is
+    unchanged."""
     for key in ("steps", "batch_size"):
         require(isinstance(o[key], int) and o[key] > 0, where, f"{key} must be a positive "
                 f"integer, found {o[key]!r}")
@@ -217,6 +219,7 @@ LORA = {"rank": 8, "alpha": 8.0, "dropout": 0.0, "targets": None, "steps": 20, "
 
 
 def check_lora(o, cfg, where):
+    """Refuse bad LoRA options (rank, a NaN/∞ α, dropout, targets) and bad training numbers."""
     require(isinstance(o["rank"], int) and o["rank"] > 0, where,
             f"rank must be a positive integer, found {o['rank']!r}")
     try:                                              # a NaN alpha would merge into NaN weights

@@ -86,7 +86,8 @@ class QAItem:
 
 
 def normalize(text: str) -> str:
-    """SQuAD normalisation: lower-case; no punctuation (but inside numbers), articles or extra spaces."""
+    """SQuAD normalisation: lower-case; no punctuation (but inside numbers), articles or
+    extra whitespace."""
     text = _THOUSANDS_COMMA.sub("", text.lower())
     text = _PUNCT_OUTSIDE_NUMBERS.sub("", text)
     return " ".join(_ARTICLES.sub(" ", text).split())
@@ -109,7 +110,8 @@ def match_tier(answer: str, aliases) -> str | None:
         return "substring"
     for g in golds:
         gold_words = set(g.split())
-        if len(gold_words) >= 2 and len(set(words) & gold_words) / len(gold_words) >= FUZZY_THRESHOLD:
+        shared = len(set(words) & gold_words)
+        if len(gold_words) >= 2 and shared / len(gold_words) >= FUZZY_THRESHOLD:
             return "fuzzy"
     return None
 

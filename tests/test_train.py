@@ -163,6 +163,24 @@ def test_options_refuse_non_finite_numbers(field, value):
         dataclasses.replace(TrainOptions(), **{field: value}).validate()
 
 
+
+@pytest.mark.parametrize("flags", [["--weight-decay", "nan"], ["--clip", "nan"],
+                                   ["--lr", "inf"], ["--min-lr", "nan"]])
+def test_cli_train_refuses_non_finite_numbers_before_any_work(tmp_path, capsys, flags):
+    """--weight-decay nan used to train to a NaN checkpoint (exit 0); --clip nan silently
+    switched clipping off."""
+    from minislm.cli import main
+    (tmp_path / "t.txt").write_text("\n".join(f"line {i} of the text" for i in range(200)))
+    out = tmp_path / "run"
+    assert main(["train", "--init", "llama", "--data", str(tmp_path / "t.txt"), "--vocab-size",
+                 "300", "--d-model", "16", "--n-layer", "1", "--n-head", "2", "--steps", "2",
+                 "--batch-size", "2", "--seq-len", "8", "--out", str(out), "--no-progress",
+                 *flags]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("minislm: error:") and flags[0][2:].split("-")[-1] in last, last
+    assert not (out / "model.safetensors").exists()
+
+
 def test_training_memory_preflight_refuses_before_any_step(monkeypatch):
     """No step runs when the optimiser state plus the activations kept for the backward
     exceed the memory limit (`finetune --batch-size 64 --max-len 256` once peaked at

@@ -155,7 +155,7 @@ def run(args) -> int:
         grad_accum=args.grad_accum, lr=args.lr,
         min_lr=args.lr / 10 if args.min_lr is None else args.min_lr, warmup=args.warmup,
         schedule=args.schedule, weight_decay=args.weight_decay,
-        clip=args.clip if args.clip > 0 else None, seed=args.seed,
+        clip=None if args.clip <= 0 else args.clip, seed=args.seed,   # NaN is refused
         eval_every=args.eval_every, save_every=args.save_every)
     options.validate()                 # bad numbers refused before any data is read
     check_output(out, [args.model, args.tokenizer, args.data], args.overwrite)

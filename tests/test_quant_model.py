@@ -197,6 +197,40 @@ def test_quantization_keeps_the_pruned_zeros(tiny, family, prune):
                                                        for lin in lins)
 
 
+def test_awq_beats_rtn_on_a_model_with_planted_salient_channels(tiny):
+    """Issue 13 item 12, through the model: three channels of every LayerNorm output are made
+    30× louder and the next linear's rows for them 30× smaller (the float model computes the
+    same function). AWQ must then beat RTN clearly on every layer reading those norms and on
+    the logits."""
+    model = tiny["gpt2"]
+    rng = np.random.default_rng(0)
+    params = dict(model.params)
+    for i in range(model.config.n_layer):
+        p = f"{model.prefix}h.{i}."
+        for norm, lin in (("ln_1", "attn.c_attn"), ("ln_2", "mlp.c_fc")):
+            loud = rng.choice(model.config.d_model, 3, replace=False)
+            for k in ("weight", "bias"):
+                v = params[p + f"{norm}.{k}"].copy()
+                v[loud] *= 30
+                params[p + f"{norm}.{k}"] = v
+            W = params[p + f"{lin}.weight"].copy()                  # Conv1D: [in, out]
+            W[loud, :] /= 30
+            params[p + f"{lin}.weight"] = W
+    planted = model.replace(params=params)
+    ids = _calib(model)
+    ref = minislm.forward(planted, ids[:2])
+    np.testing.assert_allclose(ref, minislm.forward(model, ids[:2]), atol=1e-4)
+    logits_error = {}
+    for method in ("rtn", "awq"):
+        q, report = quantize_model(planted, method, bits=3, group_size=16, calib_ids=ids,
+                                   progress=False)
+        logits_error[method] = float(np.mean((minislm.forward(q, ids[:2]) - ref) ** 2))
+    for e in report:
+        if e["role"] in ("qkv", "fc"):
+            assert e["error"] < 0.6 * e["error_rtn"], e
+    assert logits_error["awq"] < 0.5 * logits_error["rtn"], logits_error
+
+
 def test_load_rejects_inconsistent_quantized_tensors(tiny, tmp_path):
     from minislm.checkpoint import read_safetensors, write_safetensors
     model = tiny["llama"]

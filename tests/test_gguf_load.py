@@ -296,7 +296,9 @@ def test_unsupported_architecture_and_missing_family(tiny_files, tmp_path):
         minislm.load(_rewrite_arch(tiny_files["llama"], tmp_path / "m.gguf", "mamba"))
 
 
-def test_rope_frequency_factors_are_refused(tiny_files, tmp_path):
+@pytest.mark.parametrize("extra, pattern", [("rope_freqs", "rope_freqs"),
+                                             ("linear", "RoPE scaling 'linear'")])
+def test_rope_scaling_is_refused_not_ignored(tiny_files, tmp_path, extra, pattern):
     f = read_gguf(tiny_files["llama"])
     w = gguf.GGUFWriter(str(tmp_path / "r.gguf"), "llama")
     for key in ("llama.block_count", "llama.context_length", "llama.embedding_length",
@@ -304,12 +306,14 @@ def test_rope_frequency_factors_are_refused(tiny_files, tmp_path):
                 "llama.attention.head_count_kv", "llama.vocab_size"):
         w.add_uint32(key, int(f.metadata[key]))
     w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    if extra == "linear":
+        w.add_string("llama.rope.scaling.type", "linear")
     w.add_tensor("rope_freqs.weight", np.ones(8, np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(CheckpointError, match="rope_freqs"):
+    with pytest.raises(CheckpointError, match=pattern):
         minislm.load(tmp_path / "r.gguf")
 
 

@@ -110,6 +110,10 @@ def hf_config(f: GGUFFile) -> dict:
     if vocab is None:
         raise CheckpointError(f"{f.path}: neither {arch}.vocab_size nor tokenizer.ggml.tokens "
                               "says how large the vocabulary is")
+    scaling = f.metadata.get(f"{arch}.rope.scaling.type", "none")
+    if scaling != "none":
+        raise CheckpointError(f"{f.path}: RoPE scaling {scaling!r} ({arch}.rope.scaling.type) "
+                              "is not supported")
     tied = "output.weight" not in f.tensors or _stores_tied_head(f)
     C, H = _meta(f, "embedding_length"), _meta(f, "attention.head_count")
     common = dict(vocab_size=int(vocab), tie_word_embeddings=tied, **_token_ids(f))

@@ -26,6 +26,8 @@ added tokens, so chat markers such as <|im_start|> or <start_of_turn> stay whole
 """
 from __future__ import annotations
 
+from operator import itemgetter
+
 import numpy as np
 
 from ..errors import TokenizerError
@@ -128,17 +130,19 @@ def _byte_level(metadata, tokens, where):
 
 def sentencepiece_merges(tokens: list, priority) -> list[tuple[str, str]]:
     """Merges implied by a vocabulary: each way to cut a token into two vocabulary tokens,
-    the token with the highest priority first (then the longer left piece)."""
-    vocab = {t: i for i, t in enumerate(tokens)}
-    known = vocab.__contains__
+    sorted by (priority of the token, length of the left piece, of the right) descending,
+    as transformers' `generate_merges` orders them."""
+    vocab = set(tokens)
     found = []
     for token, score in zip(tokens, priority):
-        local = [(token[:k], token[k:]) for k in range(1, len(token))
-                 if known(token[:k]) and known(token[k:])]
-        if len(local) > 1:
-            local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
-        found += [(score, len(left), len(right), left, right) for left, right in local]
-    found.sort(key=lambda m: m[:3], reverse=True)
+        n = len(token)
+        for k in range(n - 1, 0, -1):       # longer left piece first: the sort has less to do
+            left = token[:k]
+            if left in vocab:
+                right = token[k:]
+                if right in vocab:
+                    found.append((score, k, n - k, left, right))
+    found.sort(key=itemgetter(0, 1, 2), reverse=True)
     return [(left, right) for _, _, _, left, right in found]
 
 

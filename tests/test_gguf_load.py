@@ -361,6 +361,7 @@ def test_download_one_gguf_file(tiny_files, tmp_path, monkeypatch, capsys):
     path = Path(capsys.readouterr().out.strip())
     assert path == tmp_path / "someone--tiny-GGUF" / "tiny-gpt2.gguf"
     assert seen == {"filename": "tiny-gpt2.gguf", "revision": "0123abcd"}   # pinned commit
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny-gpt2.gguf"]
     assert minislm.load(path).config.family == "gpt2"
     assert main(["download", "someone/tiny-GGUF", "--file", "absent.gguf",
                  "--out-dir", str(tmp_path)]) == 2

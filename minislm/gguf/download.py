@@ -8,6 +8,7 @@ under a `.partial` name that is renamed into place only once verified.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError
@@ -37,4 +38,5 @@ def download_gguf(repo_id: str, filename: str, revision: str | None = None,
     target = folder / filename
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(local, target)
+    shutil.rmtree(partial, ignore_errors=True)      # huggingface_hub's bookkeeping
     return target

@@ -76,8 +76,11 @@ def _vocab_arrays(metadata: dict, where: str):
 
 
 def _special(metadata: dict, tokens: list, key: str):
+    """(token, id) of tokenizer.ggml.<key>_token_id, or None when absent or out of range."""
     token_id = metadata.get(f"tokenizer.ggml.{key}_token_id")
-    return tokens[token_id] if isinstance(token_id, int) and 0 <= token_id < len(tokens) else None
+    if isinstance(token_id, int) and 0 <= token_id < len(tokens):
+        return tokens[token_id], token_id
+    return None
 
 
 def build_tokenizer(metadata: dict, where: str = "GGUF file"):
@@ -158,7 +161,7 @@ def _sentencepiece(metadata, tokens, where):
             raise TokenizerError(f"{where}: a SentencePiece vocabulary needs one "
                                  "tokenizer.ggml.scores entry per token")
         priority = [float(s) for s in scores]
-    unk = _special(metadata, tokens, "unknown") or "<unk>"
+    unk = (_special(metadata, tokens, "unknown") or ("<unk>",))[0]
     vocab = {t: i for i, t in enumerate(tokens)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=sentencepiece_merges(tokens, priority),
                                fuse_unk=True, byte_fallback=True, unk_token=unk))
@@ -198,8 +201,10 @@ def _post_processor(tok, metadata, tokens, default_bos: bool) -> None:
         metadata.get("tokenizer.ggml.add_eos_token", False) else None
     if bos is None and eos is None:
         return
-    ends = [t for t in (bos, eos) if t is not None]
-    single = ([f"{bos}:0"] if bos else []) + ["$A:0"] + ([f"{eos}:0"] if eos else [])
-    pair = single + ([f"{bos}:1"] if bos else []) + ["$B:1"] + ([f"{eos}:1"] if eos else [])
+    first = [f"{bos[0]}:0"] if bos else []
+    last = [f"{eos[0]}:0"] if eos else []
     tok.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair, special_tokens=[(t, tokens.index(t)) for t in ends])
+        single=first + ["$A:0"] + last,
+        pair=first + ["$A:0"] + last + [t[:-1] + "1" for t in first] + ["$B:1"] +
+        [t[:-1] + "1" for t in last],
+        special_tokens=[t for t in (bos, eos) if t is not None])

@@ -12,6 +12,8 @@ from .errors import InputError, TokenizerError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "generation_config.json")
+EOS_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>")    # GPT-2's, LLaMA-2's, LLaMA-3's
+PAD_TOKENS = ("<|pad|>", "<pad>")
 
 
 def load_tokenizer(folder, vocab_size: int | None = None):
@@ -93,3 +95,12 @@ def decode(tokenizer, ids) -> str:
     if bad:
         raise InputError(f"decode: token ids must be non-negative, found {bad[:5]}")
     return tokenizer.decode(ids)
+
+
+def first_token_id(tokenizer, candidates) -> int | None:
+    """The id of the first of `candidates` that is a single token of `tokenizer`, else None."""
+    for token in candidates:
+        i = tokenizer.token_to_id(token)
+        if i is not None:
+            return int(i)
+    return None

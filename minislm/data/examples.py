@@ -22,19 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, TokenizerError
+from ..tokenizer import EOS_TOKENS, PAD_TOKENS, first_token_id
 from ..train.loss import IGNORE_INDEX
-
-PAD_TOKENS = ("<|pad|>", "<pad>")
-EOS_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
-
-
-def first_token_id(tokenizer, candidates) -> int | None:
-    """The id of the first of `candidates` that is a single token of `tokenizer`, else None."""
-    for token in candidates:
-        i = tokenizer.token_to_id(token)
-        if i is not None:
-            return int(i)
-    return None
 
 
 def pad_id_of(tokenizer) -> int:

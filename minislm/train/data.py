@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from ..data.examples import EOS_TOKENS, first_token_id
 from ..errors import InputError, TokenizerError
+from ..tokenizer import EOS_TOKENS, first_token_id
 
 
 def end_of_text_id(tokenizer) -> int | None:

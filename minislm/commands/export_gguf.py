@@ -13,10 +13,16 @@ def add_arguments(p):
     p.add_argument("--type", choices=EXPORT_TYPES, default="f16", help="tensor type (default f16)")
     p.add_argument("--out", required=True, help="output .gguf file")
     p.add_argument("--name", default=None, help="general.name (default: the folder name)")
+    p.add_argument("--exact", action="store_true",
+                   help="refuse (instead of warning) when quantized weights are not on the "
+                        "type's grid and would be rounded again (see quantize --grid)")
     add_overwrite(p)
 
 
 def run(args) -> int:
+    import sys
+    import warnings
+
     import minislm
     from minislm.outputs import check_output_file
     from minislm.quant.gguf_export import export_gguf
@@ -25,6 +31,10 @@ def run(args) -> int:
     if model.tokenizer is None:
         print("note: the checkpoint has no tokenizer; the GGUF file holds no vocabulary "
               "(llama.cpp can evaluate token ids but not text)")
-    path, size = export_gguf(model, args.out, args.type, args.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path, size = export_gguf(model, args.out, args.type, args.name, exact=args.exact)
+    for w in caught:
+        print(f"minislm: warning: {w.message}", file=sys.stderr)
     print(f"wrote {path} ({size:,} bytes, {args.type})")
     return 0

@@ -13,11 +13,16 @@ def add_arguments(p):
     p.add_argument("--method", choices=("rtn", "gptq", "awq", "nf4"), default="gptq",
                    help="nf4: QLoRA's 4-bit NormalFloat, blocks of 64 weights, double-quantized "
                         "scales (finetune --lora-rank over the result is QLoRA)")
-    p.add_argument("--bits", type=int, default=4, help="2 … 8 (default 4)")
+    p.add_argument("--bits", type=int, default=None, help="2 … 8 (default 4, or the grid's)")
     p.add_argument("--group-size", type=int, default=None,
                    help="input columns per scale (default 128); -1 = per output channel, "
                         "0 = per tensor; nf4: weights per block (default 64)")
-    p.add_argument("--sym", action="store_true", help="symmetric grid (no zero points stored)")
+    p.add_argument("--sym", action="store_true", default=None,
+                   help="symmetric grid (no zero points stored)")
+    p.add_argument("--grid", choices=("q4_0", "q4_1", "q8_0"), default=None,
+                   help="rtn/gptq on llama.cpp's grid for this GGUF type (sets 4 or 8 bits, "
+                        "group size 32, sym): `export-gguf --type` it then writes the codes "
+                        "as they are, without rounding again")
     p.add_argument("--act-order", action="store_true",
                    help="GPTQ: quantize columns by descending Hessian diagonal (static groups)")
     p.add_argument("--damp", type=float, default=0.01,
@@ -39,15 +44,20 @@ def run(args) -> int:
     import minislm
     from minislm.errors import ConfigError
     from minislm.calibration import calibration_batches
-    from minislm.quant.model_quant import check_nf4_options, model_nbytes, quantize_model
+    from minislm.quant.model_quant import check_nf4_options, grid_scheme, model_nbytes, \
+        quantize_model
     from minislm.outputs import check_output, mark_output
     from minislm.quant.rtn import check_scheme
     check_output(args.out, [args.model, args.calib], args.overwrite)
     if args.method == "nf4":
-        check_nf4_options(args.bits, 64 if args.group_size is None else args.group_size,
+        check_nf4_options(4 if args.bits is None else args.bits,
+                          64 if args.group_size is None else args.group_size,
                           args.eora_rank, args.embeddings)
+    elif args.grid is not None:
+        grid_scheme(args.grid, args.method, args.bits, args.group_size, args.sym)
     else:
-        check_scheme(args.bits, 128 if args.group_size is None else args.group_size)
+        check_scheme(4 if args.bits is None else args.bits,
+                     128 if args.group_size is None else args.group_size)
     if args.eora_rank < 0 or args.damp < 0:
         raise ConfigError("--eora-rank and --damp must be non-negative")
     model = minislm.load(args.model)
@@ -56,7 +66,7 @@ def run(args) -> int:
         calib = calibration_batches(model, args.calib, args.n_samples, args.seq_len, args.seed)
     qmodel, report = quantize_model(model, args.method, args.bits, args.group_size, args.sym,
                                     args.act_order, args.damp, args.eora_rank, calib,
-                                    embeddings=args.embeddings)
+                                    embeddings=args.embeddings, grid=args.grid)
     out = minislm.save(qmodel, mark_output(args.out, "quantize"))
     for e in report:
         if "error" in e:

@@ -10,10 +10,11 @@ In memory (`QuantizedTensor`, always the (out, in) layout internally):
     qweight      uint8   [out, ⌈in·b/8⌉]       codes, b-bit little-endian stream per row (pack.py)
     scales       float16 [R, n_groups]          R = out, or 1 for per-tensor
     zeros        uint8   [R, ⌈n_groups·b/8⌉]    packed zero points; absent when sym (z = 2^(b−1))
+    mins         float16 [R, n_groups]          instead of zeros: ŵ = s · q + lo (Q4_1's grid)
     input_scale  float32 [in]                   AWQ: y = (x / s) Ŵᵀ (optional)
     eora_A, eora_B float32 [r, in], [out, r]    EoRA: y += (x Aᵀ) Bᵀ (optional)
 
-    y = x Ŵᵀ,  Ŵ[rows] = s · (q − z)  computed for `block_rows` output rows at a time,
+    y = x Ŵᵀ,  Ŵ[rows] = s · (q − z)  (or s · q + lo)  computed for `block_rows` output rows at a time,
 so at most one block of float weights exists at once; the model's memory at rest
 is the packed bytes (`nbytes`). For a few tokens (decoding) the codes are
 multiplied first and each group's scale applied to its partial dot product
@@ -22,7 +23,7 @@ quantized token embedding (optional) answers `table[ids]` by dequantizing just
 those rows.
 
 On disk (safetensors, beside the float tensors): for a weight named `<m>.weight`
-the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only),
+the tensors `<m>.qweight`, `<m>.scales`, `<m>.zeros` (asymmetric only), `<m>.mins`,
 `<m>.input_scale` (AWQ), `<m>.eora_A`, `<m>.eora_B` (EoRA); `config.json` carries
 
     "quantization_config": {"quant_method": "minislm", "bits": b, "group_size": g,
@@ -48,7 +49,7 @@ from .pack import pack_bits, packed_row_bytes, unpack_bits, unpack_float
 PER_CHANNEL = -1                  # group_size: one (s, z) per output row
 PER_TENSOR = 0                    # group_size: one (s, z) for the whole matrix
 QUANT_METHOD = "minislm"
-PARTS = ("qweight", "scales", "zeros", "input_scale", "eora_A", "eora_B")
+PARTS = ("qweight", "scales", "zeros", "input_scale", "eora_A", "eora_B", "mins")
 BLOCK_FLOATS = 1 << 20            # float weights dequantized at once (4 MB in float32)
 GROUP_DOT_TOKENS = 8              # up to this many input rows `linear` scales after the dot
 
@@ -74,6 +75,7 @@ class QuantizedTensor:
     input_scale: np.ndarray | None = None
     eora_A: np.ndarray | None = None
     eora_B: np.ndarray | None = None
+    mins: np.ndarray | None = None            # float16 [R, n_groups] (Q4_1's grid), zeros None
 
     dtype = np.dtype(np.float32)
 
@@ -84,12 +86,13 @@ class QuantizedTensor:
         """Pack the codes and grid of an (out, in) weight (a `quant.rtn.QuantizedMatrix`:
         q, scales, zeros, bits, group_size, sym)."""
         n_out, n_in = qm.q.shape
-        zeros = None if qm.sym else pack_bits(qm.zeros, qm.bits)
+        zeros = None if qm.sym or qm.mins is not None else pack_bits(qm.zeros, qm.bits)
         return cls(pack_bits(qm.q, qm.bits), qm.scales.astype(np.float16), zeros, qm.bits,
                    qm.group_size, n_out, n_in, orientation,
                    None if input_scale is None else np.asarray(input_scale, np.float32),
                    None if eora_A is None else np.asarray(eora_A, np.float32),
-                   None if eora_B is None else np.asarray(eora_B, np.float32))
+                   None if eora_B is None else np.asarray(eora_B, np.float32),
+                   None if qm.mins is None else qm.mins.astype(np.float16))
 
     # ------------------------------------------------------------- array-like
     @property
@@ -98,13 +101,13 @@ class QuantizedTensor:
 
     @property
     def sym(self) -> bool:
-        return self.zeros is None
+        return self.zeros is None and self.mins is None
 
     @property
     def nbytes(self) -> int:
         """Exact bytes held in memory (and written to disk) for this weight."""
         return sum(a.nbytes for a in (self.qweight, self.scales, self.zeros, self.input_scale,
-                                      self.eora_A, self.eora_B) if a is not None)
+                                      self.eora_A, self.eora_B, self.mins) if a is not None)
 
     def _uniform_group(self) -> int | None:
         """The group width g when every group has g columns (one group counts), else None."""
@@ -113,37 +116,45 @@ class QuantizedTensor:
         return g if self.n_in % g == 0 else None
 
     def _grid(self, rows):
-        """Scales s and zero points z of some rows (a slice or an index array) as float32
-        [rows | 1, n_groups]; one row when the grid is per tensor or z is implicit (sym)."""
+        """Scales s and offsets o of some rows (a slice or an index array), ŵ = s · q + o,
+        as float32 [rows | 1, n_groups]: o = −s · z, or the stored minimum lo. One row when
+        the grid is per tensor. (s · q − s · z = s · (q − z) exactly: fp16 s times a code.)"""
         s = self.scales[slice(0, 1) if self.scales.shape[0] == 1 else rows].astype(np.float32)
+        if self.mins is not None:
+            return s, self.mins[slice(0, 1) if self.mins.shape[0] == 1 else rows].astype(
+                np.float32)
         if self.zeros is None:
-            return s, np.full((1, s.shape[1]), 2 ** (self.bits - 1), dtype=np.float32)
+            return s, s * np.float32(-(2 ** (self.bits - 1)))
         zrows = slice(0, 1) if self.zeros.shape[0] == 1 else rows
-        return s, unpack_bits(self.zeros[zrows], self.bits, s.shape[1]).astype(np.float32)
+        return s, -s * unpack_bits(self.zeros[zrows], self.bits, s.shape[1]).astype(np.float32)
+
+    def codes(self) -> np.ndarray:
+        """The codes q as uint8 [out, in]."""
+        return unpack_bits(self.qweight, self.bits, self.n_in)
 
     def _dequantize(self, packed: np.ndarray, rows) -> np.ndarray:
-        """Ŵ = s · (q − z) as float32 [len(packed), in] for the packed codes of `rows`."""
+        """Ŵ = s · q + o as float32 [len(packed), in] for the packed codes of `rows`."""
         W = unpack_float(packed, self.bits, self.n_in)                      # q [rows, in]
-        s, z = self._grid(rows)                                             # [rows|1, n_groups]
+        s, o = self._grid(rows)                                             # [rows|1, n_groups]
         g = self._uniform_group()
         if g is not None:
             Wg = W.reshape(W.shape[0], self.n_in // g, g)                   # [rows, groups, g]
-            Wg -= z[:, :, None]
             Wg *= s[:, :, None]
+            Wg += o[:, :, None]
             return W
         for gi, (a, b) in enumerate(group_bounds(self.n_in, self.group_size)):   # ragged
-            W[:, a:b] = (W[:, a:b] - z[:, gi:gi + 1]) * s[:, gi:gi + 1]
+            W[:, a:b] = W[:, a:b] * s[:, gi:gi + 1] + o[:, gi:gi + 1]
         return W
 
     def dequantize_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Ŵ[r0:r1] = s · (q − z) as float32 [r1 − r0, in] (without AWQ/EoRA terms)."""
+        """Ŵ[r0:r1] = s · q + o as float32 [r1 − r0, in] (without AWQ/EoRA terms)."""
         return self._dequantize(self.qweight[r0:r1], slice(r0, r1))
 
     def group_dot_rows(self, xs: np.ndarray, r0: int, r1: int) -> np.ndarray:
         """xs Ŵ[r0:r1]ᵀ for xs [N, in] with the grid applied after the dot, group by group:
 
-            y[n, o] = Σ_g s[o, g] · (Σ_{i∈g} q[o, i] x[n, i])  −  Σ_g s[o, g] z[o, g] X[n, g],
-            X[n, g] = Σ_{i∈g} x[n, i]
+            y[n, r] = Σ_g s[r, g] · (Σ_{i∈g} q[r, i] x[n, i])  +  Σ_g o[r, g] X[n, g],
+            X[n, g] = Σ_{i∈g} x[n, i]           (o = −s · z, or the minimum lo)
 
         — how integer kernels (llama.cpp's Q4 dot products) work. The codes are
         never shifted or scaled element by element; for a few tokens (decode) this
@@ -152,13 +163,13 @@ class QuantizedTensor:
         g = self._uniform_group()
         N, G = xs.shape[0], self.n_in // g
         q = unpack_float(self.qweight[r0:r1], self.bits, self.n_in)         # [rows, in]
-        s, z = self._grid(slice(r0, r1))
+        s, o = self._grid(slice(r0, r1))
         s = np.broadcast_to(s, (r1 - r0, G))
-        z = np.broadcast_to(z, (r1 - r0, G))
+        o = np.broadcast_to(o, (r1 - r0, G))
         xg = xs.reshape(N, G, g)                                            # [N, G, g]
         P = q.reshape(r1 - r0, G, g).transpose(1, 0, 2) @ xg.transpose(1, 2, 0)  # [G, rows, N]
         y = np.einsum("gon,og->no", P, s)                                   # [N, rows]
-        y -= xg.sum(-1) @ (s * z).T                                         # [N, G] @ [G, rows]
+        y += xg.sum(-1) @ o.T                                               # [N, G] @ [G, rows]
         return y
 
     def effective_out_in(self) -> np.ndarray:
@@ -230,7 +241,8 @@ class QuantizedTensor:
         """Tensors to write for the weight `name` (`<m>.weight` -> `<m>.qweight`, ...)."""
         base = module_name(name)
         parts = {"qweight": self.qweight, "scales": self.scales, "zeros": self.zeros,
-                 "input_scale": self.input_scale, "eora_A": self.eora_A, "eora_B": self.eora_B}
+                 "mins": self.mins, "input_scale": self.input_scale, "eora_A": self.eora_A,
+                 "eora_B": self.eora_B}
         return {f"{base}.{k}": v for k, v in parts.items() if v is not None}
 
 
@@ -290,6 +302,7 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
         want = {"qweight": (lin.d_out, packed_row_bytes(lin.d_in, bits)),
                 "scales": (R, n_groups),
                 "zeros": (R, packed_row_bytes(n_groups, bits)),
+                "mins": (R, n_groups),
                 "input_scale": (lin.d_in,)}
         for p, shape in want.items():
             a = parts[p]
@@ -298,9 +311,12 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
                                       f"{shape} for {bits}-bit, group_size {group_size}")
         if parts["scales"] is None:
             raise CheckpointError(f"tensor '{base}.scales' is missing (needed by '{name}')")
-        if (parts["zeros"] is None) != bool(qc.get("sym", False)):
-            raise CheckpointError(f"tensor '{base}.zeros' must be present exactly when "
-                                  f"quantization_config.sym is false (sym = {qc.get('sym')})")
+        if parts["zeros"] is not None and parts["mins"] is not None:
+            raise CheckpointError(f"tensors '{base}.zeros' and '{base}.mins' are two grids; "
+                                  "a weight has at most one")
+        if (parts["zeros"] is None and parts["mins"] is None) != bool(qc.get("sym", False)):
+            raise CheckpointError(f"tensor '{base}.zeros' (or '.mins') must be present exactly "
+                                  f"when quantization_config.sym is false (sym = {qc.get('sym')})")
         A, B = parts["eora_A"], parts["eora_B"]
         if (A is None) != (B is None) or (A is not None and (
                 A.shape[1] != lin.d_in or B.shape != (lin.d_out, A.shape[0]))):
@@ -312,5 +328,6 @@ def load_quantized(config_dict: dict, tensors: dict) -> dict:
             bits, group_size, lin.d_out, lin.d_in, lin.orientation,
             None if parts["input_scale"] is None else np.asarray(parts["input_scale"], np.float32),
             None if A is None else np.asarray(A, np.float32),
-            None if B is None else np.asarray(B, np.float32))
+            None if B is None else np.asarray(B, np.float32),
+            None if parts["mins"] is None else np.asarray(parts["mins"]).astype(np.float16))
     return out

@@ -28,6 +28,8 @@ from ..gguf import blocks
 BLOCK = 32
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
 TYPES = tuple(BLOCK_BYTES)
+HALF = {"q4_0": 8, "q5_0": 16}           # symmetric types: x̂ = d · (q − HALF)
+LEVELS = {"q4_1": 15, "q5_1": 31}        # affine types: x̂ = d · q + lo, q ≤ LEVELS
 
 
 def _blocks(x: np.ndarray) -> np.ndarray:
@@ -60,7 +62,7 @@ def _high_bits(q: np.ndarray) -> np.ndarray:
 
 def _signed_absmax(b: np.ndarray) -> np.ndarray:
     """m: the value of largest |x| in each block, sign kept (first one on ties)."""
-    return np.take_along_axis(b, np.abs(b).argmax(axis=-1)[:, None], axis=-1)       # [N, 1]
+    return np.take_along_axis(b, np.abs(b).argmax(axis=-1)[..., None], axis=-1)     # [..., 1]
 
 
 def _round_half_away(v: np.ndarray) -> np.ndarray:
@@ -74,41 +76,63 @@ def _round_half_away(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * (whole + np.floor(2 * (a - whole)))
 
 
-def quantize_blocks(x: np.ndarray, qtype: str) -> np.ndarray:
-    """float32 [..., n] (n multiple of 32) -> bytes uint8 [..., n/32 · block_bytes]."""
+def _check_type(qtype: str) -> str:
     qtype = qtype.lower()
     if qtype not in BLOCK_BYTES:
         raise InputError(f"GGUF block type must be one of {TYPES}, found {qtype!r}")
-    b = _blocks(x)
+    return qtype
+
+
+def block_grid(b: np.ndarray, qtype: str):
+    """llama.cpp's grid of each block b [N, 32]: (d, lo) float32 [N, 1] (lo None for the
+    symmetric types). Rounding uses this float32 d; the file stores fp16(d), fp16(lo)."""
+    qtype = _check_type(qtype)
     if qtype == "q8_0":
-        d = np.abs(b).max(axis=-1, keepdims=True) / np.float32(127)          # [N, 1]
-        q = _round_half_away(b * _inverse(d)).astype(np.int8).view(np.uint8)
-        out = np.concatenate([_f16_bytes(d), q], axis=-1)
-    elif qtype in ("q4_0", "q5_0"):
-        half = 8 if qtype == "q4_0" else 16
-        d = _signed_absmax(b) / np.float32(-half)
-        q = np.trunc(b * _inverse(d) + np.float32(half + 0.5)).astype(np.uint8)
-        q = np.minimum(q, np.uint8(2 * half - 1))
-        parts = [_f16_bytes(d)] + ([_high_bits(q)] if qtype == "q5_0" else []) + [_nibbles(q)]
-        out = np.concatenate(parts, axis=-1)
-    else:                                                                      # q4_1, q5_1
-        levels = 15 if qtype == "q4_1" else 31
-        lo = b.min(axis=-1, keepdims=True)
-        d = (b.max(axis=-1, keepdims=True) - lo) / np.float32(levels)
-        q = np.trunc((b - lo) * _inverse(d) + np.float32(0.5)).astype(np.uint8)
-        q = np.minimum(q, np.uint8(levels))
-        parts = [_f16_bytes(d), _f16_bytes(lo)] + \
-            ([_high_bits(q)] if qtype == "q5_1" else []) + [_nibbles(q)]
-        out = np.concatenate(parts, axis=-1)
+        return np.abs(b).max(axis=-1, keepdims=True) / np.float32(127), None
+    if qtype in ("q4_0", "q5_0"):
+        return _signed_absmax(b) / np.float32(-HALF[qtype]), None
+    lo = b.min(axis=-1, keepdims=True)                                 # q4_1, q5_1
+    return (b.max(axis=-1, keepdims=True) - lo) / np.float32(LEVELS[qtype]), lo
+
+
+def block_codes(x: np.ndarray, d: np.ndarray, lo: np.ndarray | None, qtype: str) -> np.ndarray:
+    """The codes llama.cpp stores for values x given their block's (d, lo) (broadcast):
+    uint8 0 … 2^b − 1, int8 for Q8_0. Values outside the block's range (GPTQ's updated
+    weights) are clipped to the extreme codes; inside it this is `quantize_row_*_ref`."""
+    qtype = _check_type(qtype)
+    inv = _inverse(d)
+    if qtype == "q8_0":
+        return np.clip(_round_half_away(x * inv), -127, 127).astype(np.int8)
+    if lo is None:                                                     # q4_0, q5_0
+        v, top = x * inv + np.float32(HALF[qtype] + 0.5), 2 * HALF[qtype] - 1
+    else:                                                              # q4_1, q5_1
+        v, top = (x - lo) * inv + np.float32(0.5), LEVELS[qtype]
+    return np.clip(np.trunc(v), 0, top).astype(np.uint8)
+
+
+def pack_blocks(d: np.ndarray, lo: np.ndarray | None, q: np.ndarray, qtype: str) -> np.ndarray:
+    """Block bytes [N, block_bytes] from fp16-able d, lo [N, 1] and the codes q [N, 32]."""
+    qtype = _check_type(qtype)
+    if qtype == "q8_0":
+        return np.concatenate([_f16_bytes(d), q.astype(np.int8).view(np.uint8)], axis=-1)
+    parts = [_f16_bytes(d)] + ([] if lo is None else [_f16_bytes(lo)]) + \
+        ([_high_bits(q)] if qtype in ("q5_0", "q5_1") else []) + [_nibbles(q)]
+    return np.concatenate(parts, axis=-1)
+
+
+def quantize_blocks(x: np.ndarray, qtype: str) -> np.ndarray:
+    """float32 [..., n] (n multiple of 32) -> bytes uint8 [..., n/32 · block_bytes]."""
+    qtype = _check_type(qtype)
+    b = _blocks(x)
+    d, lo = block_grid(b, qtype)
+    out = pack_blocks(d, lo, block_codes(b, d, lo, qtype), qtype)
     shape = np.shape(x)
     return out.reshape(*shape[:-1], shape[-1] // BLOCK * BLOCK_BYTES[qtype])
 
 
 def dequantize_blocks(data: np.ndarray, qtype: str) -> np.ndarray:
     """bytes uint8 [..., k · block_bytes] -> float32 [..., 32k] (minislm.gguf.blocks decodes)."""
-    qtype = qtype.lower()
-    if qtype not in BLOCK_BYTES:
-        raise InputError(f"GGUF block type must be one of {TYPES}, found {qtype!r}")
+    qtype = _check_type(qtype)
     size = BLOCK_BYTES[qtype]
     data = np.ascontiguousarray(data, dtype=np.uint8)
     if data.ndim == 0 or data.shape[-1] % size:

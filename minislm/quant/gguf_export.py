@@ -25,11 +25,20 @@ Layout traps:
 
 Tensor types: 2-D weights take the requested type when their rows are a multiple
 of 32 (else F16); 1-D tensors (norms, biases, rope_freqs) stay F32.
+
+Quantized weights (minislm's `QuantizedTensor`) whose grid is the requested
+type's — sym 4-bit g32 for Q4_0, sym 8-bit g32 for Q8_0, 4-bit g32 with fp16
+minimums (or exact ones) for Q4_1; `quantize --grid` makes them — are written from
+their own codes and fp16 scales (`gguf_grid.to_blocks`): llama.cpp computes with
+exactly the weights minislm computes with. Any other quantized weight would be
+dequantized and rounded a second time, which throws away what GPTQ chose: that
+is done with a warning naming the weights, or refused with `exact=True`.
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 
@@ -40,6 +49,7 @@ from ..outputs import refuse_inputs
 from .gguf_blocks import TYPES as BLOCK_TYPES
 from .gguf_blocks import quantize_blocks
 from .gguf_file import write_gguf
+from .gguf_grid import to_blocks
 
 EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
@@ -71,10 +81,16 @@ def _float(value) -> np.ndarray:
     return np.asarray(value if isinstance(value, np.ndarray) else value.dequantize(), np.float32)
 
 
+def _conv1d_rows(W: np.ndarray) -> np.ndarray:
+    """GPT-2 Conv1D (in, out) -> (out, in) rows: a layout change, so it is not applied to
+    quantized codes, which are stored (out, in) already."""
+    return W.T
+
+
 def _tensor_names(model):
     """(gguf name, checkpoint name, transform) for every tensor of the model."""
     cfg, p = model.config, model.prefix
-    T = lambda W: W.T                                           # noqa: E731  Conv1D -> (out, in)
+    T = _conv1d_rows
     rows = []
     if cfg.family == "gpt2":
         rows += [("token_embd.weight", f"{p}wte.weight", None),
@@ -148,7 +164,8 @@ def _tokenizer_metadata(model) -> dict:
     return meta
 
 
-def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export"):
+def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export",
+                  exact: bool = False):
     """(metadata, tensors) of the GGUF file for `model` stored as `qtype`."""
     qtype = qtype.lower()
     if qtype not in EXPORT_TYPES:
@@ -178,14 +195,35 @@ def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export"):
             meta["llama.rope.scaling.factor"] = float(cfg.rope_scaling["factor"])
     meta.update(_tokenizer_metadata(model))
 
-    tensors = []
+    tensors, rounded_again = [], []
     for gguf_name, ckpt_name, transform in _tensor_names(model):
         if ckpt_name not in model.params:
             continue                                          # biases the family lacks
-        W = _float(model.params[ckpt_name])
+        value = model.params[ckpt_name]
+        blocks = to_blocks(value, qtype) if hasattr(value, "qweight") and \
+            qtype in BLOCK_TYPES else None
+        if blocks is not None:                                # the codes as they are
+            if transform not in (None, _conv1d_rows):
+                blocks = np.ascontiguousarray(transform(blocks))  # RoPE rows: whole rows move
+            tensors.append((gguf_name, (value.n_in, value.n_out), qtype, blocks))
+            continue
+        if not isinstance(value, np.ndarray) and qtype in BLOCK_TYPES:
+            rounded_again.append(ckpt_name)
+        W = _float(value)
         if transform is not None:
             W = np.ascontiguousarray(transform(W))
         tensors.append(_encode(gguf_name, W, qtype))
+    if rounded_again:
+        grid = (model.extra_config.get("quantization_config") or {})
+        what = (f"{len(rounded_again)} quantized weights ({rounded_again[0]}, ...) are not on "
+                f"{qtype}'s grid (the model is {grid.get('bits')}-bit, group size "
+                f"{grid.get('group_size')}, sym {grid.get('sym')}, method {grid.get('method')})")
+        if exact:
+            raise InputError(f"{what}; exporting would dequantize and round them again. "
+                             f"Quantize with --grid {qtype} (rtn or gptq), or export another type")
+        warnings.warn(f"{what}: they are dequantized and rounded again to {qtype}, which "
+                      f"loses what the quantizer chose (quantize with --grid {qtype} to keep "
+                      "it)", stacklevel=3)
     if arch == "llama" and (cfg.rope_scaling or {}).get("rope_type") == "llama3":
         tensors.append(_encode("rope_freqs.weight", llama3_rope_factors(cfg), "f32"))
     return meta, tensors
@@ -201,13 +239,15 @@ def _encode(name: str, W: np.ndarray, qtype: str):
     return name, ne, qtype, quantize_blocks(W, qtype)
 
 
-def export_gguf(model, path, qtype: str = "f32", name: str | None = None):
+def export_gguf(model, path, qtype: str = "f32", name: str | None = None,
+                exact: bool = False):
     """Write `model` as a GGUF file; returns (path, bytes written).
 
     Refuses a path in the folder the model was loaded from (inputs are never modified).
+    exact: refuse, instead of warning, when a quantized weight would be rounded again.
     """
     refuse_inputs(path, [model.path], what="GGUF file")
     meta, tensors = gguf_contents(model, qtype, name or (model.path.name if model.path
-                                                         else "minislm-export"))
+                                                         else "minislm-export"), exact)
     out = write_gguf(path, meta, tensors)
     return out, out.stat().st_size

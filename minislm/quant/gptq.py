@@ -42,6 +42,12 @@ its whole value w becomes error pushed onto the later *kept* weights by the
 usual update δ = err_i · U_{i, i:}. Grids are computed from the kept entries
 only. Without this, the error feedback refills the pruned positions and breaks
 an N:M pattern.
+
+On a GGUF grid (`grid="q4_0" | "q4_1" | "q8_0"`, gguf_grid.py) each group of 32
+takes llama.cpp's scale (Q4_0: d = m / −8 with m the signed value of largest
+|w|, all 16 levels used) from W as above, each column is rounded as llama.cpp
+rounds, and the error fed back is w − ŵ with ŵ from the fp16 scale the file
+stores; the result is written into GGUF blocks as it is (`gguf_grid.to_blocks`).
 """
 from __future__ import annotations
 
@@ -51,7 +57,8 @@ import numpy as np
 
 from ..calibration import inverse_hessian_factor
 from ..errors import InputError, NumericalError
-from .rtn import PER_TENSOR, QuantizedMatrix, check_scheme, dequantize, \
+from . import gguf_grid
+from .rtn import PER_TENSOR, QuantizedMatrix, check_scheme, dequantize, dequantize_codes, \
     find_params, group_bounds, output_error, quantize_codes, quantize_rtn
 
 
@@ -66,11 +73,14 @@ class GPTQResult:
 def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int = 128,
                   sym: bool = False, damp: float = 0.01, block_size: int = 128,
                   act_order: bool = False, static_groups: bool = False,
-                  keep: np.ndarray | None = None) -> GPTQResult:
+                  keep: np.ndarray | None = None, grid: str | None = None) -> GPTQResult:
     """GPTQ of W [out, in] given the Hessian H [in, in] of its calibration inputs.
 
     keep: bool [out, in], False = a pruned weight that must stay exactly zero
     (default: W != 0, so a pruned model keeps its sparsity pattern).
+    grid: "q4_0" | "q4_1" | "q8_0" to sweep on llama.cpp's grid (gguf_grid.py): each
+    group's scale as its quantizer computes it, its rounding, fp16 ŵ — the codes and
+    scales are then the GGUF file's blocks.
     """
     if W.ndim != 2 or H.shape != (W.shape[1], W.shape[1]):
         raise InputError(f"gptq_quantize: W must be (out, in) and H (in, in); found W {W.shape}, "
@@ -84,6 +94,11 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
     W0 = W.astype(np.float32, copy=False)                    # the input is never modified
     keep = W0 != 0 if keep is None else np.asarray(keep, dtype=bool)
     sparse = not keep.all()
+    if grid is not None:
+        gguf_grid.check_grid(grid, bits, group_size, sym, n_in)
+        if sparse and grid == "q4_1":
+            raise InputError("gptq_quantize: Q4_1's grid (ŵ = d·q + min) has no exact zero, so "
+                             "pruned weights cannot stay zero; use grid q4_0 or q8_0")
     W = np.where(keep, W0, np.float32(0.0))                  # a copy, pruned entries zero
     H = H.astype(np.float64, copy=True)
     H_orig = H.copy()
@@ -99,10 +114,29 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
     R = 1 if per_tensor else out
     scales = np.empty((R, len(bounds)), dtype=np.float16)
     zeros = np.empty((R, len(bounds)), dtype=np.uint8)
+    mins = np.empty((R, len(bounds)), dtype=np.float16) if grid == "q4_1" else None
+    d32, lo32 = np.empty(scales.shape, np.float32), np.empty(scales.shape, np.float32)
+
+    def set_grid(gi, cols):
+        """The grid of group gi from its columns: minislm's, or llama.cpp's (stored fp16
+        copies in scales/mins, the float32 d and lo it rounds with in d32/lo32)."""
+        if grid is None:
+            scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(cols, bits, sym, per_tensor)
+            return
+        scales[:, gi:gi + 1], zeros[:, gi:gi + 1], lo16, d32[:, gi:gi + 1], lo = \
+            gguf_grid.find_params(cols, grid)
+        if mins is not None:
+            mins[:, gi:gi + 1], lo32[:, gi:gi + 1] = lo16, lo
+
+    def codes(w, gi):
+        if grid is None:
+            return quantize_codes(w, scales[:, gi:gi + 1], zeros[:, gi:gi + 1], bits)
+        return gguf_grid.codes(w, d32[:, gi:gi + 1],
+                               None if mins is None else lo32[:, gi:gi + 1], grid)
+
     if not grouped or static:                                # grid fixed before the sweep
         for gi, (a, b) in enumerate(bounds):
-            scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(W[:, a:b], bits, sym,
-                                                                    per_tensor)
+            set_grid(gi, W[:, a:b])
     group_of = np.repeat(np.arange(len(bounds)), [b - a for a, b in bounds])   # [in]
 
     perm = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(n_in)
@@ -126,13 +160,13 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
                 # W, not W1: the group's columns as they were when this lazy block began;
                 # pruned entries (which received updates) will be 0, not in the range
                 cols = np.where(keep[:, a:b], W[:, a:b], np.float32(0.0)) if sparse else W[:, a:b]
-                scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = find_params(cols, bits, sym)
+                set_grid(gi, cols)
             s, z = scales[:, gi:gi + 1], zeros[:, gi:gi + 1]
             w = W1[:, i:i + 1]                                              # [out, 1]
-            q = quantize_codes(w, s, z, bits)                               # [out, 1]
+            q = codes(w, gi)                                                # [out, 1]
             if sparse:                                 # pruned: code z, so ŵ = s·(z − z) = 0
                 q = np.where(keep_perm[:, i1 + i:i1 + i + 1], q, z)
-            w_hat = s.astype(np.float32) * (q.astype(np.float32) - z.astype(np.float32))
+            w_hat = dequantize_codes(q, s, z, None if mins is None else mins[:, gi:gi + 1])
             err = (w - w_hat) / U1[i, i]                                    # [out, 1]
             W1[:, i:] -= err @ U1[i:i + 1, i:]                              # δ within the block
             Err1[:, i:i + 1] = err
@@ -140,11 +174,11 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]                                   # lazy batch update
 
     Q = Q[:, np.argsort(perm)]                                              # natural order
-    W_hat = dequantize(Q, scales, zeros, group_size)
+    W_hat = dequantize(Q, scales, zeros, group_size, mins)
     err = W0 - W_hat
     quantized = QuantizedMatrix(Q, scales, zeros, bits, group_size, sym,
                                 max_abs_error=float(np.abs(err).max(initial=0.0)),
-                                mse=float(np.mean(err * err)))
-    rtn = quantize_rtn(np.where(keep, W0, np.float32(0.0)), bits, group_size, sym)
+                                mse=float(np.mean(err * err)), mins=mins, grid=grid)
+    rtn = quantize_rtn(np.where(keep, W0, np.float32(0.0)), bits, group_size, sym, grid)
     return GPTQResult(quantized, error_gptq=output_error(W0, W_hat, H_orig),
                       error_rtn=output_error(W0, rtn.dequantize(), H_orig), damp=damp_used)

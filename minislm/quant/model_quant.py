@@ -22,6 +22,7 @@ import numpy as np
 from .. import calibration
 from ..errors import ConfigError
 from ..model import families
+from . import gguf_grid
 from .awq import awq_quantize
 from .eora import eora
 from .gptq import gptq_quantize
@@ -37,7 +38,8 @@ def _as_out_in(W: np.ndarray, orientation: str) -> np.ndarray:
     return np.ascontiguousarray(W.T) if orientation == "in_out" else W
 
 
-def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, damp, eora_rank):
+def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, damp, eora_rank,
+                    grid=None):
     """(QuantizedTensor, report entry) for one linear weight in its checkpoint layout.
 
     stats: the `calibration.Stats` of its input (None for RTN without calibration).
@@ -53,7 +55,7 @@ def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, dam
             entry["error"] = output_error(W, res.tensor.effective_out_in(), H)
         return res.tensor, entry
     if method == "gptq":
-        res = gptq_quantize(W, H, bits, group_size, sym, damp, act_order=act_order)
+        res = gptq_quantize(W, H, bits, group_size, sym, damp, act_order=act_order, grid=grid)
         qm, entry["error"], entry["error_rtn"] = res.quantized, res.error_gptq, res.error_rtn
     elif method == "awq":
         res = awq_quantize(W, H, stats.mean_abs(), bits, group_size, sym)
@@ -61,7 +63,7 @@ def quantize_linear(W, lin, stats, method, bits, group_size, sym, act_order, dam
         entry["error"], entry["error_rtn"], entry["alpha"] = res.error_awq, res.error_rtn, \
             res.alpha
     else:
-        qm = quantize_rtn(W, bits, group_size, sym)
+        qm = quantize_rtn(W, bits, group_size, sym, grid)
         entry["weight_mse"] = qm.mse
         if H is not None:
             entry["error"] = entry["error_rtn"] = output_error(W, qm.dequantize(), H)
@@ -84,10 +86,25 @@ def check_nf4_options(bits: int, group_size: int, eora_rank: int, embeddings: bo
     check_block_size(group_size)
 
 
-def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int | None = None,
-                   sym: bool = False, act_order: bool = False, damp: float = 0.01,
-                   eora_rank: int = 0, calib_ids: np.ndarray | None = None,
-                   progress: bool = True, embeddings: bool = False):
+def grid_scheme(grid: str, method: str, bits: int | None, group_size: int | None,
+                sym: bool | None) -> tuple[int, int, bool]:
+    """(bits, group_size, sym) of a GGUF grid, the ones left at None taken from it; refuses
+    a method other than rtn/gptq or values the grid does not have."""
+    if method not in ("rtn", "gptq"):
+        raise ConfigError(f"a GGUF grid ({grid}) is for rtn or gptq, not {method!r}")
+    want_bits, want_sym = gguf_grid.GRIDS.get(grid, (bits, sym))
+    bits = want_bits if bits is None else bits
+    sym = want_sym if sym is None else sym
+    group_size = gguf_grid.BLOCK if group_size is None else group_size
+    gguf_grid.check_grid(grid, bits, group_size, sym)
+    return bits, group_size, sym
+
+
+def quantize_model(model, method: str = "gptq", bits: int | None = None,
+                   group_size: int | None = None, sym: bool | None = None,
+                   act_order: bool = False, damp: float = 0.01, eora_rank: int = 0,
+                   calib_ids: np.ndarray | None = None, progress: bool = True,
+                   embeddings: bool = False, grid: str | None = None):
     """(new model, report): every block linear quantized; report = one dict per layer.
 
     Report entries: name, role, layer, error (‖WX − ŴX‖²/n of the chosen method,
@@ -96,9 +113,16 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int |
     the weight MSE only. embeddings=True also quantizes the token embedding and the LM
     head (RTN, same grid; one table when tied) — for GPT-2-124M that is 154 MB of 498.
     group_size None means 128, or 64 for method "nf4" (its block size).
+    grid "q4_0" | "q4_1" | "q8_0": RTN or GPTQ on llama.cpp's grid for that GGUF type
+    (gguf_grid.py; bits, group size 32 and sym follow from it when left at None), so
+    `export-gguf --type <grid>` writes the codes as they are.
     """
     if method not in METHODS:
         raise ConfigError(f"quantization method must be one of {METHODS}, found {method!r}")
+    if grid is not None:
+        bits, group_size, sym = grid_scheme(grid, method, bits, group_size, sym)
+    bits = 4 if bits is None else bits
+    sym = False if sym is None else sym
     if group_size is None:                       # 128 columns, or NF4's 64 weights
         group_size = NF4_BLOCK if method == "nf4" else 128
     if method == "nf4":
@@ -108,8 +132,10 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int |
         raise ConfigError(f"method {method!r}{' with EoRA' if eora_rank else ''} needs "
                           "calibration token windows (calib_ids / --calib FILE)")
     lins = families.linear_layers(model.config, model.prefix)
+    for lin in lins if grid is not None else ():
+        gguf_grid.check_grid(grid, bits, group_size, sym, lin.d_in)
     report = []
-    args = (method, bits, group_size, sym, act_order, damp, eora_rank)
+    args = (method, bits, group_size, sym, act_order, damp, eora_rank, grid)
 
     def transform(m, i, stats):
         params = dict(m.params)
@@ -131,7 +157,8 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int |
         names = {families.embedding_name(model.config, model.prefix),
                  families.lm_head_name(model.config, model.prefix)}
         for name in sorted(names):
-            qm = quantize_rtn(np.asarray(params[name], dtype=np.float32), bits, group_size, sym)
+            qm = quantize_rtn(np.asarray(params[name], dtype=np.float32), bits, group_size, sym,
+                              grid)
             params[name] = QuantizedTensor.from_matrix(qm, "out_in")
             report.append({"name": name, "role": "embedding", "layer": None,
                            "weight_mse": qm.mse})
@@ -145,6 +172,8 @@ def quantize_model(model, method: str = "gptq", bits: int = 4, group_size: int |
         del qc["zero_point"]
     if method == "gptq":
         qc.update(damp=damp, act_order=bool(act_order))
+    if grid is not None:
+        qc["grid"] = grid
     if eora_rank:
         qc["eora_rank"] = int(eora_rank)
     extra = dict(model.extra_config, quantization_config=qc)

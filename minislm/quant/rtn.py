@@ -19,6 +19,10 @@ float16 (as GPTQ checkpoints do), rounded up so the range still covers every
 weight; the codes are computed with the float16-rounded
 scale, so ŵ is exactly what a reader of the stored tensors reconstructs.
 
+GGUF grids (`grid="q4_0" | "q4_1" | "q8_0"`, gguf_grid.py): the groups of 32 take
+llama.cpp's scale and rounding instead, so the codes are its blocks' codes; Q4_1's
+grid stores an fp16 minimum per group (`mins`, ŵ = s · q + lo) instead of z.
+
 Granularity (`group_size`):
     g > 0              groups of g input columns per output row (the last group may be shorter)
     PER_CHANNEL = -1   one (s, z) per output row (GPTQ's "group_size = -1")
@@ -32,6 +36,7 @@ import numpy as np
 
 from ..errors import InputError, NumericalError
 from ..model.quantized import PER_CHANNEL, PER_TENSOR, group_bounds
+from . import gguf_grid
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 
@@ -47,9 +52,11 @@ class QuantizedMatrix:
     sym: bool
     max_abs_error: float     # max |w − ŵ|
     mse: float               # mean (w − ŵ)²
+    mins: np.ndarray | None = None   # float16 [R, n_groups]: ŵ = s · q + lo (Q4_1's grid)
+    grid: str | None = None          # the GGUF grid the codes were chosen on
 
     def dequantize(self) -> np.ndarray:
-        return dequantize(self.q, self.scales, self.zeros, self.group_size)
+        return dequantize(self.q, self.scales, self.zeros, self.group_size, self.mins)
 
 
 def check_scheme(bits: int, group_size: int, n_in: int | None = None) -> None:
@@ -100,30 +107,61 @@ def quantize_codes(w: np.ndarray, s: np.ndarray, z: np.ndarray, bits: int) -> np
     return np.clip(q, 0, 2 ** bits - 1).astype(np.uint8)
 
 
-def dequantize_codes(q: np.ndarray, s: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """ŵ = s · (q − z), float32."""
+def dequantize_codes(q: np.ndarray, s: np.ndarray, z: np.ndarray,
+                     lo: np.ndarray | None = None) -> np.ndarray:
+    """ŵ = s · (q − z), or s · q + lo with a minimum lo (Q4_1's grid), float32."""
+    if lo is not None:
+        return s.astype(np.float32) * q.astype(np.float32) + lo.astype(np.float32)
     return s.astype(np.float32) * (q.astype(np.float32) - z.astype(np.float32))
 
 
-def dequantize(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_size: int) -> np.ndarray:
+def dequantize(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_size: int,
+               mins: np.ndarray | None = None) -> np.ndarray:
     """Codes q [out, in] and per-group grid [R, n_groups] back to float32 ŵ [out, in]."""
     n_in = q.shape[1]
     bounds = group_bounds(n_in, group_size)
     W_hat = np.empty(q.shape, dtype=np.float32)
     for gi, (a, b) in enumerate(bounds):
-        W_hat[:, a:b] = dequantize_codes(q[:, a:b], scales[:, gi:gi + 1], zeros[:, gi:gi + 1])
+        W_hat[:, a:b] = dequantize_codes(q[:, a:b], scales[:, gi:gi + 1], zeros[:, gi:gi + 1],
+                                         None if mins is None else mins[:, gi:gi + 1])
     return W_hat
 
 
+def _with_error(W, q, scales, zeros, bits, group_size, sym, mins=None, grid=None):
+    W_hat = dequantize(q, scales, zeros, group_size, mins)
+    err = W - W_hat
+    return QuantizedMatrix(q, scales, zeros, bits, group_size, sym,
+                           max_abs_error=float(np.abs(err).max(initial=0.0)),
+                           mse=float(np.mean(err * err)) if err.size else 0.0,
+                           mins=mins, grid=grid)
+
+
+def quantize_rtn_gguf(W: np.ndarray, grid: str) -> QuantizedMatrix:
+    """RTN on a GGUF grid: llama.cpp's quantizer (`quantize_row_*_ref`) for every group of
+    32, its codes and fp16 scales (and minimums) kept as minislm's grid."""
+    out, n_in = W.shape
+    G = n_in // 32
+    blocks = W.reshape(out, G, 32)
+    s, z, lo16, d, lo = gguf_grid.find_params(blocks, grid)                # [out, G, 1] each
+    q = gguf_grid.codes(blocks, d, lo, grid).reshape(out, n_in)
+    bits, sym = gguf_grid.GRIDS[grid]
+    return _with_error(W, q, s[..., 0], z[..., 0], bits, 32, sym,
+                       None if lo16 is None else lo16[..., 0], grid)
+
+
 def quantize_rtn(W: np.ndarray, bits: int = 4, group_size: int = 128,
-                 sym: bool = False) -> QuantizedMatrix:
-    """Round-to-nearest quantization of W [out, in]; returns codes, grid and the error."""
+                 sym: bool = False, grid: str | None = None) -> QuantizedMatrix:
+    """Round-to-nearest quantization of W [out, in]; returns codes, grid and the error.
+    grid: a GGUF type whose grid to use (bits, group_size and sym must be its own)."""
     if W.ndim != 2:
         raise InputError(f"quantize_rtn expects a 2-D weight (out, in), found shape {W.shape}")
     check_scheme(bits, group_size)
     W = W.astype(np.float32, copy=False)
     if not np.all(np.isfinite(W)):
         raise NumericalError("quantize_rtn: the weight contains NaN or Inf")
+    if grid is not None:
+        gguf_grid.check_grid(grid, bits, group_size, sym, W.shape[1])
+        return quantize_rtn_gguf(W, grid)
     out, n_in = W.shape
     per_tensor = group_size == PER_TENSOR
     bounds = group_bounds(n_in, group_size)
@@ -135,11 +173,7 @@ def quantize_rtn(W: np.ndarray, bits: int = 4, group_size: int = 128,
         s, z = find_params(W[:, a:b], bits, sym, per_tensor)          # [R, 1]
         scales[:, gi:gi + 1], zeros[:, gi:gi + 1] = s, z
         q[:, a:b] = quantize_codes(W[:, a:b], s, z, bits)
-    W_hat = dequantize(q, scales, zeros, group_size)
-    err = W - W_hat
-    return QuantizedMatrix(q, scales, zeros, bits, group_size, sym,
-                           max_abs_error=float(np.abs(err).max(initial=0.0)),
-                           mse=float(np.mean(err * err)) if err.size else 0.0)
+    return _with_error(W, q, scales, zeros, bits, group_size, sym)
 
 
 def output_error(W: np.ndarray, W_hat: np.ndarray, H: np.ndarray) -> float:

@@ -199,3 +199,18 @@ def test_quantize_grid_command_then_exact_export(tmp_path, capsys):
         assert main(["quantize", "--model", str(TINY["llama"]), *bad, "--grid", "q4_0",
                      "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_cost_reads_a_q4_1_grid_folder_with_its_minimums(tmp_path):
+    """The cost model's sparsity counts ŵ = s·q + lo == 0, not s·(q − 8) == 0."""
+    from minislm.hardware.folder import read_model_folder
+    from minislm.model import families
+    quantized, _ = quantize_model(minislm.load(TINY["llama"]), "rtn", grid="q4_1",
+                                  progress=False)
+    folder = minislm.save(quantized, tmp_path / "q41")
+    zeros = total = 0
+    for lin in families.linear_layers(quantized.config, quantized.prefix):
+        W = quantized.params[lin.name].dequantize()
+        zeros, total = zeros + int(np.count_nonzero(W == 0)), total + W.size
+    assert read_model_folder(folder)["sparsity"] == pytest.approx(zeros / total)
+    assert zeros / total < 0.01                  # Q4_1 has no zero code: zeros are rare

@@ -93,11 +93,11 @@ def read_model_folder(path, measure_sparsity: bool = True) -> dict:
 
 def _packed_zeros(lin, file_of: dict, bits: int, group_size: int,
                   nf4: bool = False) -> tuple[int, int]:
-    """(#zeros, #weights) of one packed minislm weight: Ŵ = s·(q − z) == 0 (or an NF4
-    code of 0), by row blocks."""
+    """(#zeros, #weights) of one packed minislm weight: Ŵ = s·(q − z) == 0 (s·q + lo with
+    Q4_1's fp16 minimums, or an NF4 code of 0), by row blocks."""
     base = lin.name[: -len("weight")]
     parts = {}
-    for part in NF4_PARTS if nf4 else ("qweight", "scales", "zeros"):
+    for part in NF4_PARTS if nf4 else ("qweight", "scales", "zeros", "mins"):
         name = base + part
         if name in file_of:
             parts[part] = read_safetensors(file_of[name], names={name})[name]
@@ -109,7 +109,9 @@ def _packed_zeros(lin, file_of: dict, bits: int, group_size: int,
         Q = QuantizedTensor(np.asarray(parts["qweight"], np.uint8),
                             np.asarray(parts["scales"]).astype(np.float16),
                             None if "zeros" not in parts else np.asarray(parts["zeros"], np.uint8),
-                            bits, group_size, lin.d_out, lin.d_in, lin.orientation)
+                            bits, group_size, lin.d_out, lin.d_in, lin.orientation,
+                            mins=None if "mins" not in parts else
+                            np.asarray(parts["mins"]).astype(np.float16))
     rows = max(1, (1 << 20) // lin.d_in)
     zeros = sum(int(np.count_nonzero(Q.dequantize_rows(r, min(r + rows, lin.d_out)) == 0))
                 for r in range(0, lin.d_out, rows))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -178,6 +179,10 @@ def test_bad_targets_and_bad_adapter_files(checkpoints, tmp_path):
     folder = lora.save_adapter(lm, tmp_path / "llama_adapter")
     with pytest.raises(CheckpointError, match="lora_A"):
         lora.load_adapter(m, folder)            # a LLaMA adapter on a GPT-2 model
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": math.nan}))
+    with pytest.raises(CheckpointError, match="lora_alpha must be a finite"):
+        lora.load_adapter(minislm.load(checkpoints["llama"]), folder)   # json reads NaN
 
 
 def test_qlora_trains_over_a_quantized_base(checkpoints):

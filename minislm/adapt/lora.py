@@ -369,6 +369,9 @@ def load_adapter(model, folder):
     if acfg["r"] < 1 or not 0.0 <= acfg.get("lora_dropout", 0.0) < 1.0:
         raise CheckpointError(f"{cfg_path}: expected r ≥ 1 and 0 ≤ lora_dropout < 1, found "
                               f"r={acfg['r']!r}, lora_dropout={acfg.get('lora_dropout')!r}")
+    if not math.isfinite(acfg["lora_alpha"]):          # JSON readers accept NaN/Infinity
+        raise CheckpointError(f"{cfg_path}: lora_alpha must be a finite number, found "
+                              f"{acfg['lora_alpha']!r}; it would make every adapted weight NaN")
     if acfg.get("use_rslora") or acfg.get("use_dora"):
         raise CheckpointError(f"{cfg_path}: rsLoRA/DoRA adapters are not supported")
     tensors = read_safetensors(w_path, dtype=model.dtype)

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..gguf.convert import rope_rows_to_pairs
+from ..gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from ..model import families
 from ..outputs import refuse_inputs
 from .gguf_blocks import TYPES as BLOCK_TYPES
@@ -53,7 +54,6 @@ from .gguf_grid import to_blocks
 
 EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
-TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 
 def llama3_rope_factors(config) -> np.ndarray:
@@ -144,11 +144,11 @@ def _tokenizer_metadata(model) -> dict:
     for i in range(cfg.vocab_size):
         if i not in vocab:
             tokens.append(f"[PAD{i}]")
-            types.append(TOKEN_UNUSED)
+            types.append(UNUSED)
         else:
             tokens.append(vocab[i])
-            types.append(TOKEN_NORMAL if i not in added else
-                         TOKEN_CONTROL if added[i].get("special") else TOKEN_USER_DEFINED)
+            types.append(NORMAL if i not in added else
+                         CONTROL if added[i].get("special") else USER_DEFINED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in bpe.get("merges", [])]
     pre_spec = json.dumps(spec.get("pre_tokenizer") or {})
     pre = "llama-bpe" if "p{N}{1,3}" in pre_spec else "gpt-2"   # LLaMA-3 digit split

@@ -170,6 +170,10 @@ def test_export_of_a_foreign_grid_warns_or_is_refused(tmp_path, capsys):
         export_gguf(quantized, tmp_path / "a.gguf", "q4_0")
     with pytest.raises(InputError, match="--grid q4_0"):
         export_gguf(quantized, tmp_path / "b.gguf", "q4_0", exact=True)
+    nf4_model, _ = quantize_model(model, "nf4", progress=False)     # NF4 is no GGUF grid
+    with pytest.warns(UserWarning, match="method nf4"):
+        path, _ = export_gguf(nf4_model, tmp_path / "n.gguf", "q8_0")
+    assert minislm.load(path).config.n_layer == model.config.n_layer
     folder = minislm.save(quantized, tmp_path / "q")
     capsys.readouterr()
     assert main(["export-gguf", "--model", str(folder), "--type", "q4_0", "--out",

@@ -46,6 +46,7 @@ from ..errors import InputError
 from ..gguf.convert import rope_rows_to_pairs
 from ..gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from ..model import families
+from ..model.quantized import QuantizedTensor
 from ..outputs import refuse_inputs
 from .gguf_blocks import TYPES as BLOCK_TYPES
 from .gguf_blocks import quantize_blocks
@@ -200,7 +201,7 @@ def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export",
         if ckpt_name not in model.params:
             continue                                          # biases the family lacks
         value = model.params[ckpt_name]
-        blocks = to_blocks(value, qtype) if hasattr(value, "qweight") and \
+        blocks = to_blocks(value, qtype) if isinstance(value, QuantizedTensor) and \
             qtype in BLOCK_TYPES else None
         if blocks is not None:                                # the codes as they are
             if transform not in (None, _conv1d_rows):

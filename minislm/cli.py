@@ -4,7 +4,9 @@ Each command module defines NAME, HELP, add_arguments(parser) and run(args) -> i
 A `MinislmError` — or an OSError (permission denied, disk full) or MemoryError —
 is printed as one line and exits with status 2 (`--debug` shows the traceback);
 Ctrl-C stops cleanly with status 130. A command line argparse refuses is one
-line too (status 2): the usage block is what `--help` is for.
+line too (status 2): the usage block is what `--help` is for. Warnings raised while
+a command runs (NumPy's overflow warnings, say) are held back and shown after it
+succeeds; when it fails, its one error line says what went wrong.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import commands
 from .errors import MinislmError
@@ -54,16 +57,31 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:           # --help (0) or a refused command line (2)
         return e.code if isinstance(e.code, int) else 2
+    status, caught = None, []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            status = run(args)
+    finally:           # warnings (NumPy's overflow ones) follow a success; an error is one line
+        if status == 0 or args.debug:
+            for w in caught:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return status
+
+
+def run(args) -> int:
+    """The command's status; a refusal printed as one `minislm: error:` line (status 2)."""
     try:
         return int(args._run(args) or 0)
     except MinislmError as e:
         if args.debug:
             raise
+        _close_progress_bars()
         print(f"minislm: error: {e}", file=sys.stderr)
         return 2
     except (OSError, MemoryError) as e:   # disk full, permission denied, out of memory
         if args.debug:
             raise
+        _close_progress_bars()
         what = "out of memory" if isinstance(e, MemoryError) else str(e)
         print(f"minislm: error: {what} ({type(e).__name__})", file=sys.stderr)
         return 2
@@ -71,6 +89,12 @@ def main(argv=None) -> int:
         print("minislm: interrupted; finished files are complete, partial ones were not "
               "written", file=sys.stderr)
         return 130
+
+def _close_progress_bars() -> None:
+    """Close the bars an error interrupted, so the error line does not continue a bar's."""
+    from tqdm import tqdm
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

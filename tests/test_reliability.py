@@ -630,6 +630,109 @@ def test_nan_in_a_block_output_names_the_block(base):
         minislm.forward(model.replace(params=params), [[5, 6, 7]], check_numerics=True)
 
 
+@pytest.fixture(scope="module")
+def overflowing_dir(base):
+    """A GPT-2 checkpoint with one finite MLP weight of ±3e38: its products overflow."""
+    model = minislm.load(make_checkpoint(base / "overflow-src", "gpt2"))
+    params = dict(model.params)
+    W = params["transformer.h.0.mlp.c_fc.weight"]
+    params["transformer.h.0.mlp.c_fc.weight"] = np.sign(W) * np.float32(3e38)
+    return minislm.save(model.replace(params=params), base / "overflow")
+
+
+METRIC_COMMANDS = {   # once: "perplexity nan" (exit 0), empty generations, warnings leaking
+    "eval ppl": ["eval", "--task", "ppl", "--data", "{corpus}"],
+    "eval qa": ["eval", "--task", "qa", "--limit", "2"],
+    "eval toolcall": ["eval", "--task", "toolcall", "--limit", "2", "--max-new-tokens", "8"],
+    "eval mc": ["eval", "--task", "mc", "--data", "corpus", "--limit", "2"],
+    "eval facts": ["eval", "--task", "facts", "--threads", "1"],
+    "generate (greedy)": ["generate", "--prompt", "Return the", "--max-new-tokens", "4"],
+    "generate (sampled)": ["generate", "--prompt", "Return the", "--temperature", "1",
+                           "--seed", "0"],
+    "train (validation loss)": ["train", "--data", "{corpus}", "--steps", "1", "--batch-size",
+                                "2", "--seq-len", "16", "--eval-tokens", "64", "--no-progress",
+                                "--sample-prompt", "", "--out", "{out}"],
+    "distill (held-out loss)": ["distill", "--teacher", "{model}", "--data", "{corpus}",
+                                "--steps", "1", "--out", "{out}"],
+    "compress (stage evaluation)": ["compress", "--config", "{pipeline}", "--no-log",
+                                    "--out", "{out}"],
+}
+PIPELINE = """[eval]
+ppl_tokens = 128
+seqlen = 32
+toolcall = 0
+
+[[stage]]
+name = "quantize"
+method = "rtn"
+bits = 8
+group_size = 16
+"""
+
+
+@pytest.mark.parametrize("case", list(METRIC_COMMANDS))
+def test_overflowing_activations_are_an_error_naming_the_layer(overflowing_dir, corpus, base,
+                                                                 monkeypatch, capsys, case):
+    import warnings
+    monkeypatch.setenv("MINISLM_RUNS", str(base / "runs.jsonl"))
+    pipeline = base / "overflow.toml"
+    pipeline.write_text(PIPELINE)
+    argv = [a.format(corpus=corpus, model=overflowing_dir, out=base / f"ov-{len(case)}",
+                     pipeline=pipeline) for a in METRIC_COMMANDS[case]]
+    model_option = "--student" if argv[0] == "distill" else "--model"
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        rc = cli_main(argv[:1] + [model_option, str(overflowing_dir)] + argv[1:])
+    out, err = capsys.readouterr()
+    assert rc == 2, (out, err)
+    last = err.strip().splitlines()[-1]                    # progress bars may come first
+    assert last.startswith("minislm: error: ") and "NaN/Inf in activations" in last and \
+        "'transformer.h.0.mlp.c_proj.weight'" in last, err
+    assert "nan" not in out.lower() and "Warning" not in err, (out, err)
+    assert [str(w.message) for w in leaked] == []
+
+
+def test_no_numpy_warning_reaches_the_terminal(overflowing_dir):
+    """The real command line: exactly one line on stderr (once: RuntimeWarnings, then nan)."""
+    env = dict(ENV, MINISLM_RUNS=os.devnull)
+    done = subprocess.run([sys.executable, "-m", "minislm", "eval", "--model",
+                           str(overflowing_dir), "--task", "ppl", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.count("\n") == 1 and "transformer.h.0.mlp.c_proj" in done.stderr, done
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_warnings_follow_a_success_and_never_precede_an_error(monkeypatch, capsys, fails):
+    import warnings
+    from minislm.commands import cost
+    from minislm.errors import InputError
+
+    def run(args):
+        warnings.warn("something overflowed", RuntimeWarning)
+        if fails:
+            raise InputError("the refusal")
+        return 0
+
+    monkeypatch.setattr(cost, "run", run)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        rc = cli_main(["cost", "--config", "x", "--device", "siracusa"])
+    err = capsys.readouterr().err
+    assert rc == (2 if fails else 0)
+    assert [str(w.message) for w in shown] == ([] if fails else ["something overflowed"])
+    assert err == ("minislm: error: the refusal\n" if fails else "")
+
+
+def test_generate_checks_numerics_on_request(overflowing_dir):
+    model = minislm.load(overflowing_dir)
+    with np.errstate(all="ignore"):
+        unchecked = minislm.generate(model, np.array([[1, 2]]), 3, stop_tokens=())
+        with pytest.raises(NumericalError, match="transformer.h.0.mlp.c_proj.weight"):
+            minislm.generate(model, np.array([[1, 2]]), 3, check_numerics=True)
+    assert unchecked[0, 2:].tolist() == [0, 0, 0]       # argmax of NaN logits, silently
+
+
 def test_gptq_retries_cholesky_with_more_damping_and_reports_it():
     from minislm.calibration import inverse_hessian_factor
     from minislm.quant.gptq import gptq_quantize

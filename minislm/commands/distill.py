@@ -39,7 +39,8 @@ def held_out_losses(teacher, student, examples, temperature, alpha, pad):
     from minislm.adapt.distill import distillation_loss
     from minislm.model.forward import forward
     ids, labels = ft.make_batch(examples, list(range(min(32, len(examples)))), pad)
-    loss, _, parts = distillation_loss(forward(student, ids), forward(teacher, ids), labels,
+    loss, _, parts = distillation_loss(forward(student, ids, check_numerics=True),
+                                       forward(teacher, ids, check_numerics=True), labels,
                                        temperature, alpha)
     return loss, parts["kd"], parts["ce"]
 

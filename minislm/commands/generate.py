@@ -46,8 +46,11 @@ def run(args) -> int:
     if args.kv_cache == "int8":
         from minislm.quant.kv_cache import Int8KVCache
         cache = Int8KVCache()
-    minislm.generate(model, np.array([prompt]), args.max_new_tokens, temperature=args.temperature,
-                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, on_token=stream,
-                     cache=cache)
-    sys.stdout.write("\n")
+    try:
+        minislm.generate(model, np.array([prompt]), args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         seed=args.seed, on_token=stream, cache=cache, check_numerics=True)
+    finally:
+        sys.stdout.write("\n")      # an error (overflowing activations, say) gets its own line
+        sys.stdout.flush()
     return 0

@@ -112,7 +112,8 @@ def greedy_sample(model, prompt: str, n: int = 40) -> str:
     n = min(n, model.config.max_position - len(ids))
     if not ids:
         return prompt
-    out = minislm.generate(model, np.array([ids]), n, temperature=0.0)      # [1, T + n]
+    out = minislm.generate(model, np.array([ids]), n, temperature=0.0,
+                           check_numerics=True)                             # [1, T + n]
     return decode(model.tokenizer, out[0, len(ids):])
 
 

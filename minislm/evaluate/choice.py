@@ -197,7 +197,7 @@ def continuation_logprob(model, context: str, continuation: str) -> tuple[float,
         raise InputError(f"empty continuation after tokenization: {continuation!r}")
     ids = (ctx_ids + cont_ids)[-model.config.max_position - 1:]   # keep the end if too long
     ids = np.array(ids, dtype=np.int64)
-    logits = forward(model, ids[None, :-1])                           # [1, T-1, V]
+    logits = forward(model, ids[None, :-1], check_numerics=True)      # [1, T-1, V]
     nll = token_nll(logits, ids[None, 1:])[0]                         # [T-1]
     return -float(nll[-len(cont_ids):].sum(dtype=np.float64)), len(ids)
 

@@ -176,6 +176,7 @@ def measure_speed(model, prompt_tokens: int = 64, new_tokens: int = 32, repeats:
             z = forward(model, z.argmax(-1)[:, None], cache)[:, -1]                 # [1, V]
         return t1 - t0, time.perf_counter() - t1
 
+    forward(model, ids, check_numerics=True, last_only=True)   # no speed for NaN/Inf output
     tracemalloc.start()                      # first run: memory (tracing slows it, not timed)
     run()
     peak = tracemalloc.get_traced_memory()[1]

@@ -102,7 +102,7 @@ def perplexity_of_ids(model, ids, seqlen: int | None = None, stride: int | None 
                 spans[i + len(group)][1] - spans[i + len(group)][0] == length:
             group.append(spans[i + len(group)])
         x = np.stack([ids[b:e] for b, e, _ in group])                           # [B, T]
-        logits = forward(model, x[:, :-1])                                       # [B, T-1, V]
+        logits = forward(model, x[:, :-1], check_numerics=True)                  # [B, T-1, V]
         losses = token_nll(logits, x[:, 1:])                                     # [B, T-1]
         for row, (b, e, first) in enumerate(group):
             scored = losses[row, first - b - 1:]             # targets first … e−1

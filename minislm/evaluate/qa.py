@@ -204,7 +204,7 @@ def answer(model, prompt: str, max_new_tokens: int = 32) -> tuple[str, int]:
     ids = ids[-room:]                                   # long open-book contexts keep their end
     eos, breaks = set(model.config.eos_ids), _line_break_ids(model.tokenizer)
     cache = KVCache(capacity=len(ids) + max_new_tokens)
-    z = forward(model, np.array([ids], dtype=np.int64), cache)[0, -1]          # [V]
+    z = forward(model, np.array([ids], dtype=np.int64), cache, check_numerics=True)[0, -1]
     new, text = [], ""
     for _ in range(max_new_tokens):
         token = int(z.argmax())
@@ -214,7 +214,7 @@ def answer(model, prompt: str, max_new_tokens: int = 32) -> tuple[str, int]:
         text = decode(model.tokenizer, new)
         if token in breaks and text.strip():
             break
-        z = forward(model, np.array([[token]]), cache)[0, -1]
+        z = forward(model, np.array([[token]]), cache, check_numerics=True)[0, -1]
     return next((line.strip() for line in text.split("\n") if line.strip()), ""), len(new)
 
 

@@ -36,7 +36,8 @@ def next_token(z, rng, temperature=0.0, top_k=None, top_p=None):
 
 
 def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
-             seed=None, stop_tokens=None, on_token=None, layers=None, cache=None):
+             seed=None, stop_tokens=None, on_token=None, layers=None, cache=None,
+             check_numerics: bool = False):
     """Continue input_ids [B, T] by up to max_new_tokens; returns [B, T + n] (prompt included).
 
     stop_tokens: ids that end a row (default: the config's eos_token_id, as
@@ -45,6 +46,8 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
     have stopped. on_token(step, tokens[B]) is called after every step (streaming).
     cache: an empty KV cache to fill (default: a float32 `KVCache` sized for the run);
     e.g. `minislm.quant.kv_cache.Int8KVCache()` stores keys and values in INT8.
+    check_numerics: every forward raises NumericalError naming the first layer that sees
+    NaN/Inf (greedy decoding of NaN logits would silently pick token 0).
     """
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -74,7 +77,8 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
                          f"found {type(cache).__name__} of length {getattr(cache, 'length', '?')}")
     done = np.zeros(ids.shape[0], dtype=bool)
     out = [ids]
-    z = forward(model, ids, cache, layers=layers, last_only=True)[:, -1]      # [B, V]
+    z = forward(model, ids, cache, layers=layers, last_only=True,
+                check_numerics=check_numerics)[:, -1]                       # [B, V]
     for step in range(max_new_tokens):
         tok = next_token(z, rng, temperature, top_k, top_p).astype(np.int64)  # [B]
         tok = np.where(done, out[-1][:, -1], tok)
@@ -84,6 +88,7 @@ def generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_
         done |= np.isin(tok, list(stop))
         if done.all() or step == max_new_tokens - 1:
             break
-        z = forward(model, tok[:, None], cache, layers=layers)[:, -1]
+        z = forward(model, tok[:, None], cache, layers=layers,
+                    check_numerics=check_numerics)[:, -1]
     result = np.concatenate(out, axis=1)
     return result[0] if one_d else result

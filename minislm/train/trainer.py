@@ -14,6 +14,7 @@ Files in the output folder (each written atomically, the input model untouched):
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def evaluate_loss(model, windows: np.ndarray, batch_size: int = 16) -> float:
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         ids = windows[i:i + batch_size]
-        loss, _ = cross_entropy_forward(forward(model, ids), ids)
+        loss, _ = cross_entropy_forward(forward(model, ids, check_numerics=True), ids)
         n = ids.shape[0] * (ids.shape[1] - 1)
         total, count = total + loss * n, count + n
     return total / count
@@ -81,7 +82,11 @@ def train(model, train_stream: np.ndarray, options: TrainOptions = TrainOptions(
         """Cross-entropy of batch number `draw`: B random windows of the stream."""
         ids = random_batch(train_stream, options.batch_size, options.seq_len, options.seed,
                            draw)
-        return loss_and_grads(model.replace(params=tensors), ids, ids, trainable=trainable)
+        current = model.replace(params=tensors)
+        loss, grads = loss_and_grads(current, ids, ids, trainable=trainable)
+        if not math.isfinite(loss):      # name the first layer whose activations overflow
+            forward(current, ids, check_numerics=True)
+        return loss, grads
 
     def on_step(step, record):
         """Keep pruned weights at zero, then log, validate and checkpoint."""

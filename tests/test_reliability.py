@@ -652,6 +652,8 @@ METRIC_COMMANDS = {   # once: "perplexity nan" (exit 0), empty generations, warn
     "train (validation loss)": ["train", "--data", "{corpus}", "--steps", "1", "--batch-size",
                                 "2", "--seq-len", "16", "--eval-tokens", "64", "--no-progress",
                                 "--sample-prompt", "", "--out", "{out}"],
+    "finetune (training loss)": ["finetune", "--data", "{corpus}", "--steps", "1",
+                                 "--batch-size", "2", "--max-len", "16", "--out", "{out}"],
     "distill (held-out loss)": ["distill", "--teacher", "{model}", "--data", "{corpus}",
                                 "--steps", "1", "--out", "{out}"],
     "compress (stage evaluation)": ["compress", "--config", "{pipeline}", "--no-log",

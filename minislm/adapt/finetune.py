@@ -22,12 +22,15 @@ The input model is never modified.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import resources
 from ..data.examples import (load_examples, make_batch, pad_id_of, sample_batch,  # noqa: F401
                              text_windows)
 from ..errors import ConfigError, InputError
+from ..model.forward import forward
 from ..train.backward import loss_and_grads
 from ..train.loop import TrainOptions, training_loop
 from . import lora
@@ -147,7 +150,10 @@ def finetune(model, examples, steps: int, lr: float | None = None, batch_size: i
 
     def loss_fn(view, draw):
         ids, labels = sample_batch(examples, batch_size, seed, draw, pad)
-        return loss_and_grads(view, ids, labels, trainable=trainable)
+        loss, grads = loss_and_grads(view, ids, labels, trainable=trainable)
+        if not math.isfinite(loss):      # name the first layer whose activations overflow
+            forward(view, ids, check_numerics=True)
+        return loss, grads
 
     return optimise(model, loss_fn, options, progress=progress,
                     also_train=also_train if frozen else ())

@@ -218,3 +218,27 @@ def test_cost_reads_a_q4_1_grid_folder_with_its_minimums(tmp_path):
         zeros, total = zeros + int(np.count_nonzero(W == 0)), total + W.size
     assert read_model_folder(folder)["sparsity"] == pytest.approx(zeros / total)
     assert zeros / total < 0.01                  # Q4_1 has no zero code: zeros are rare
+
+
+def test_compress_pipeline_quantizes_on_a_grid_and_exports_it_as_is(tmp_path):
+    """A `quantize` stage with grid = "q4_0" and a gguf export of q4_0: no re-rounding."""
+    from minislm import pipeline
+    text = tmp_path / "text.txt"
+    text.write_text("def f(x):\n    return x + 1\n" * 200)
+    cfg = {"model": str(TINY["llama"]),
+           "eval": {"ppl_tokens": 200, "seqlen": 32, "ppl_data": str(text), "toolcall": 0,
+                    "qa": 0, "choice": 0, "speed": False, "device": "siracusa"},
+           "calibration": {"samples": 4, "seqlen": 32, "data": str(text)},
+           "stage": [{"name": "quantize", "method": "gptq", "grid": "q4_0"},
+                     {"name": "export", "formats": ["gguf"], "gguf_type": "q4_0"}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        rows, _ = pipeline.compress(cfg, tmp_path / "out", progress=False)
+    quantized = minislm.load(rows[-1].folder)
+    assert quantized.extra_config["quantization_config"]["grid"] == "q4_0"
+    back = minislm.load(tmp_path / "out" / "export" / "model-q4_0.gguf")
+    name = "model.layers.2.mlp.down_proj.weight"
+    np.testing.assert_array_equal(back.params[name], quantized.params[name].dequantize())
+    bad = dict(cfg, stage=[{"name": "quantize", "method": "awq", "grid": "q4_0"}])
+    with pytest.raises(minislm.errors.ConfigError, match="grid must be one of"):
+        pipeline.compress(bad, tmp_path / "bad", progress=False)

@@ -94,7 +94,7 @@ def _type_ok(value, default) -> bool:
 OPTIONAL_TYPES = {     # options whose default is None: the types they may take
     "nm": (str,), "sparsity": (int, float), "targets": (list,), "protect_first": (int,),
     "protect_last": (int,), "scheme": (str,), "ppl_data": (str,), "device": (str,),
-    "data": (str,), "model": (str,),
+    "data": (str,), "model": (str,), "grid": (str,),
 }
 
 

@@ -30,7 +30,7 @@ from ..model import Model, families
 from ..outputs import check_output, mark_output
 from ..prune import depth, magnitude, sparsegpt, wanda, width
 from ..prune.masks import apply_masks
-from ..quant import eora, gguf_export, model_quant
+from ..quant import eora, gguf_export, gguf_grid, model_quant
 
 
 def require(cond, where, message):
@@ -246,7 +246,7 @@ def run_lora(model, o, ctx):
 
 # ============================================================================ quantize
 QUANTIZE = {"method": "gptq", "scheme": None, "bits": 4, "group_size": 128, "sym": False,
-            "act_order": False, "damp": 0.01, "eora_rank": 0}
+            "act_order": False, "damp": 0.01, "eora_rank": 0, "grid": None}
 QUANT_SCHEMES = {"int8": (8, -1), "int4": (4, -1)}
 
 
@@ -261,9 +261,16 @@ def parse_scheme(scheme: str) -> tuple[int, int]:
 
 
 def check_quantize(o, cfg, where):
-    """Also writes the bits and group size a `scheme` stands for into the options."""
+    """Also writes the bits and group size a `scheme` stands for into the options, and
+    the bits, group size and symmetry of a GGUF `grid` (q4_0, q4_1, q8_0: gguf_grid.py)."""
     if o.get("scheme"):
         o["bits"], o["group_size"] = parse_scheme(o["scheme"])
+    if o.get("grid") is not None:
+        require(o["grid"] in gguf_grid.GRIDS and o["method"] in ("rtn", "gptq"), where,
+                f"grid must be one of {tuple(gguf_grid.GRIDS)} with method rtn or gptq, found "
+                f"grid {o['grid']!r} with method {o['method']!r}")
+        o["bits"], o["sym"] = gguf_grid.GRIDS[o["grid"]]
+        o["group_size"] = gguf_grid.BLOCK
     require(o["method"] in ("rtn", "gptq", "awq"), where,
             f"method must be rtn, gptq or awq, found {o['method']!r}")
     require(o["bits"] in (2, 3, 4, 5, 6, 7, 8), where, f"bits must be 2-8, found {o['bits']!r}")
@@ -285,7 +292,8 @@ def run_quantize(model, o, ctx):
     calibrated = o["method"] != "rtn" or o["eora_rank"] > 0
     quantized, _ = model_quant.quantize_model(
         model, o["method"], o["bits"], o["group_size"], o["sym"], o["act_order"], o["damp"],
-        o["eora_rank"], ctx.calib_ids() if calibrated else None, progress=ctx.progress)
+        o["eora_rank"], ctx.calib_ids() if calibrated else None, progress=ctx.progress,
+        grid=o["grid"])
     return quantized
 
 

@@ -223,7 +223,7 @@ def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export",
             raise InputError(f"{what}; exporting would dequantize and round them again. "
                              f"Quantize with --grid {qtype} (rtn or gptq), or export another type")
         warnings.warn(f"{what}: they are dequantized and rounded again to {qtype}, which "
-                      f"loses what the quantizer chose (quantize with --grid {qtype} to keep "
+                      f"loses what the quantizer chose (rtn or gptq with --grid {qtype} keep "
                       "it)", stacklevel=3)
     if arch == "llama" and (cfg.rope_scaling or {}).get("rope_type") == "llama3":
         tensors.append(_encode("rope_freqs.weight", llama3_rope_factors(cfg), "f32"))

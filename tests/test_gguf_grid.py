@@ -242,3 +242,17 @@ def test_compress_pipeline_quantizes_on_a_grid_and_exports_it_as_is(tmp_path):
     bad = dict(cfg, stage=[{"name": "quantize", "method": "awq", "grid": "q4_0"}])
     with pytest.raises(minislm.errors.ConfigError, match="grid must be one of"):
         pipeline.compress(bad, tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_blocks_decode_to_gptqs_weights(grid, act_order):
+    """to_blocks of a GPTQ result (act-order's static groups too) decodes, by gguf-py's
+    reference dequantizer, to exactly the weights GPTQ reports."""
+    gguf = pytest.importorskip("gguf")
+    W, H = _correlated(5)
+    bits, sym = gguf_grid.GRIDS[grid]
+    qm = gptq_quantize(W, H, bits, 32, sym, act_order=act_order, grid=grid).quantized
+    blocks = gguf_grid.to_blocks(QuantizedTensor.from_matrix(qm, "out_in"), grid)
+    qtype = getattr(gguf.GGMLQuantizationType, grid.upper())
+    np.testing.assert_array_equal(gguf.quants.dequantize(blocks, qtype), qm.dequantize())

@@ -179,12 +179,23 @@ assert len(answer.split()) >= 3
 # ## Exercises
 # 1. Predict, then check: how many bytes would `blk.0.attn_q.weight` take as Q8_0
 #    (34 bytes per 32 weights) instead of Q4_1 (20)?
-#    Solution: `f.tensors[name].nbytes * 34 // 20`.
-# 2. Undo the q/k permutation wrongly (skip `rope_rows_to_halves`): which outputs
-#    change? Solution: load, then replace `q_proj` by
-#    `minislm.gguf.convert.rope_rows_to_pairs(q, 9)` and compare `forward` — the
-#    logits change, since RoPE now rotates the wrong pairs.
+# 2. Forget to undo llama.cpp's q/k row permutation in layer 0: which logits change,
+#    and do the predictions survive?
+#
+# Solution: (1) 34/20 of the Q4_1 bytes; (2) every position's logits move (RoPE now
+# rotates the wrong pairs of q), and some predictions change — run the cell below.
 
 # %%
 print("Q8_0 size of", name, ":", f.tensors[name].nbytes * 34 // 20, "bytes vs",
-      f.tensors[name].nbytes)
+      f.tensors[name].nbytes, "as Q4_1")
+from minislm.gguf.convert import rope_rows_to_pairs  # noqa: E402
+
+q_name = "model.layers.0.self_attn.q_proj.weight"
+wrong = model.replace(params=dict(model.params, **{q_name: rope_rows_to_pairs(
+    model.params[q_name], model.config.n_head)}))
+ids = np.array([model.tokenizer.encode(chat).ids])
+right_logits, wrong_logits = minislm.forward(model, ids)[0], minislm.forward(wrong, ids)[0]
+changed = np.mean(right_logits.argmax(-1) != wrong_logits.argmax(-1))
+print(f"max |Δlogit| {np.abs(right_logits - wrong_logits).max():.2f}; "
+      f"{changed:.0%} of the next-token predictions change")
+assert np.abs(right_logits - wrong_logits).max() > 0.1

@@ -16,12 +16,6 @@
 # adapter in PEFT's file format.
 
 # %%
-import os
-
-# Tiny matrices: one BLAS thread is faster than several fighting over shared
-# cores (see minislm.evaluate.facts). Set before NumPy loads its BLAS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import tempfile
 from pathlib import Path
 

@@ -18,12 +18,6 @@
 # after adding `<tool_call>` / `</tool_call>` as tokens.
 
 # %%
-import os
-
-# Tiny matrices: one BLAS thread is faster than several fighting over shared
-# cores (see minislm.evaluate.facts). Set before NumPy loads its BLAS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 from pathlib import Path
 
 import numpy as np

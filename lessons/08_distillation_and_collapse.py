@@ -24,12 +24,6 @@
 # that already occurred: 0 for fresh text, → 1 for "to to to to").
 
 # %%
-import os
-
-# Tiny matrices: one BLAS thread is faster than several fighting over shared
-# cores (see minislm.evaluate.facts). Set before NumPy loads its BLAS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 from pathlib import Path
 
 import numpy as np

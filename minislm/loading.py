@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import resources
+from . import resources, threads
 from .checkpoint import (PICKLE_SUFFIXES, atomic_write_bytes, atomic_write_text,
                          checkpoint_files, read_checkpoint, read_header, write_safetensors)
 from .config import Config
@@ -122,6 +122,7 @@ def load(path, dtype=np.float32) -> Model:
     for key in ("quantization_config", "sparsity_config"):
         if key in raw_config:
             model.extra_config[key] = raw_config[key]
+    threads.apply(model)              # BLAS threads for this model on this machine now
     return model
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .evaluate.facts import auto_threads, blas_threads
+from .threads import auto_threads, blas_threads
 from .evaluate.report import write_report
 from .outputs import check_output, mark_output, output_lock
 from .loading import load

@@ -8,17 +8,18 @@ absent (CI installs it).
 from __future__ import annotations
 
 import os
-
-# Tiny test models gain nothing from BLAS threads, and on a shared 2-core machine
-# OpenBLAS's spinning threads made the suite several times slower (measured).
-# Set before NumPy is first imported; an explicit environment setting wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import settings
+
+import minislm.threads
+
+# The suite runs under the library's own thread policy (minislm/threads.py): the
+# cores no other process is using, and 1 thread whenever `minislm.load` reads a tiny
+# model. An explicit OPENBLAS_NUM_THREADS / MINISLM_THREADS still wins.
+minislm.threads.apply()
 
 # Property tests draw the same examples on every run (CI's clean clone included), so a
 # green local run means a green CI run; HYPOTHESIS_PROFILE=explore searches afresh.

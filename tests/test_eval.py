@@ -399,7 +399,7 @@ def test_corpus_choice_set_is_deterministic_and_well_formed():
 
 
 def test_blas_threads_sets_and_restores():
-    from minislm.evaluate.facts import _openblas_controls, auto_threads, blas_threads
+    from minislm.threads import _openblas_controls, auto_threads, blas_threads
     with blas_threads(None) as limited:
         assert limited is False
     controls = _openblas_controls()

@@ -21,7 +21,6 @@ def lesson_out(tmp_path_factory):
 
 def run_script(script, out, cwd):
     env = dict(os.environ, MPLBACKEND="Agg", MINISLM_LESSON_OUT=str(out))
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")   # tiny models: threads only add spinning
     result = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout[-3000:]}\n" \

@@ -40,7 +40,7 @@ from minislm.model import families
 from reliability_helpers import TEXT, make_checkpoint, tree_hashes
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def run(args) -> int:
     from minislm.adapt import finetune as ft
     from minislm.adapt.distill import distill, distill_options
     from minislm.checkpoint import atomic_write_text
-    from minislm.evaluate.facts import auto_threads, blas_threads
+    from minislm.threads import auto_threads, blas_threads
     from minislm.errors import ConfigError
     from minislm.outputs import check_output, mark_output
     check_output(args.out, [args.teacher, args.student, args.data], args.overwrite)

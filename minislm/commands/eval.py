@@ -33,7 +33,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     from .. import load
-    from ..evaluate.facts import auto_threads, blas_threads, bytes_on_disk, count_params
+    from ..evaluate.facts import bytes_on_disk, count_params
+    from ..threads import auto_threads, blas_threads
     from ..evaluate.runlog import append_run
     from ..evaluate.tasks import evaluate_task
     start = time.perf_counter()

@@ -50,7 +50,7 @@ def run(args) -> int:
     from minislm.adapt import lora
     from minislm.adapt.special_tokens import add_tokens
     from minislm.checkpoint import atomic_write_text
-    from minislm.evaluate.facts import auto_threads, blas_threads
+    from minislm.threads import auto_threads, blas_threads
     from minislm.errors import ConfigError
     from minislm.loading import save_tokenizer
     from minislm.model import families

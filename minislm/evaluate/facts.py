@@ -14,23 +14,16 @@ slides watch (CPU and memory):
     prefill_tok_s   T prompt tokens in one forward / its time
     decode_tok_s    tokens generated one at a time with the KV cache / their time
 
-Thread scaling runs the speed measurement with 1, 2, … BLAS threads. `blas_threads(n)`
-sets the thread count of the BLAS NumPy already loaded: through `threadpoolctl` when
-it is installed, else by calling OpenBLAS' own `openblas_set_num_threads` (under
-the names NumPy's bundled `scipy_openblas` exports) through ctypes. When neither
-works, each count is timed in a child process started with OPENBLAS_NUM_THREADS /
-OMP_NUM_THREADS / MKL_NUM_THREADS set (BLAS reads them only at start-up).
-
-Why it matters here: a tiny model's matrices are 128 wide, too small to split
-between threads, and on a machine whose cores are busy a second BLAS thread
-spin-waits for a core — a 22-token forward of tiny-gpt2 took 170 ms with two
-threads and 3.8 ms with one on this machine under load. `auto_threads` picks 1
-for models under 20 M parameters.
+Thread scaling runs the speed measurement with 1, 2, … BLAS threads, set with
+`threads.blas_threads(n)` (threadpoolctl or OpenBLAS' own setter, see
+minislm/threads.py). When neither works, each count is timed in a child process
+started with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS set (BLAS
+reads them only at start-up). Every other measurement runs under minislm's thread
+policy (`threads.policy_threads`: 1 thread for a model under 20 M parameters, else
+the cores no other process is using).
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import resource
@@ -45,66 +38,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..model.cache import KVCache
 from ..model.forward import forward
+from ..threads import BLAS_VARIABLES, blas_threads
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".gguf")
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-OPENBLAS_SYMBOLS = (  # (get, set) under the names OpenBLAS builds export them
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-)
-SMALL_MODEL_PARAMS = 20_000_000
-
-
-def _openblas_controls():
-    """(get, set) functions of the OpenBLAS loaded in this process, or None."""
-    try:
-        with open("/proc/self/maps") as f:
-            libraries = sorted({line.split()[-1] for line in f if "openblas" in line.lower()})
-    except OSError:
-        return None
-    for path in libraries:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in OPENBLAS_SYMBOLS:
-            if hasattr(lib, get_name) and hasattr(lib, set_name):
-                return getattr(lib, get_name), getattr(lib, set_name)
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Run the block with the BLAS limited to n threads (None: leave it); yields True if set."""
-    if n is None:
-        yield False
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=int(n)):
-            yield True
-        return
-    controls = _openblas_controls()
-    if controls is None:
-        yield False
-        return
-    get, set_ = controls
-    before = get()
-    set_(int(n))
-    try:
-        yield True
-    finally:
-        set_(before)
-
-
-def auto_threads(model) -> int | None:
-    """1 BLAS thread for a small model (see the module docstring), else leave the BLAS as is."""
-    return 1 if model.num_params() < SMALL_MODEL_PARAMS else None
 
 
 def count_params(model) -> dict:
@@ -199,7 +135,7 @@ def thread_scaling(model_path, threads=(1, 2), prompt_tokens: int = 64,
             if limited:
                 results[int(n)] = measure_speed(model, prompt_tokens, new_tokens)
                 continue
-        env = dict(os.environ, **{v: str(int(n)) for v in THREAD_VARIABLES})
+        env = dict(os.environ, **{v: str(int(n)) for v in BLAS_VARIABLES})
         cmd = [sys.executable, "-m", "minislm.evaluate.facts", str(model_path),
                str(prompt_tokens), str(new_tokens)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..calibration import calibration_batches
 from ..checkpoint import atomic_write_text
-from ..evaluate.facts import auto_threads, blas_threads
+from ..threads import auto_threads, blas_threads
 from ..evaluate.report import options_text, write_report
 from ..evaluate.summary import summarize
 from ..hardware.cost import estimate
@@ -206,7 +206,7 @@ def compress(raw_config: dict, out, model_path: str | None = None, resume: bool 
 
     Everything is checked before any work (`plan`, and where it may write).
     threads: BLAS threads for the whole run (None: 1 for a small model, see
-    `evaluate.facts.auto_threads`; the BLAS default otherwise).
+    `threads.auto_threads`; else the cores no other process is using).
     overwrite: write into a non-empty `out` (or stage folder) minislm did not write.
     Two runs cannot write one `out` at once (`outputs.output_lock`).
     """

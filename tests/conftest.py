@@ -54,6 +54,27 @@ def hf_config(family: str, **kw):
         return transformers.GPT2Config(n_embd=C, n_layer=kw.get("n_layer", 2), n_head=H,
                                        n_positions=kw.get("max_position", 64),
                                        n_inner=kw.get("d_ff"), **common)
+    if family in ("gemma3", "gemma2"):
+        L = kw.get("n_layer", 2)
+        gemma = dict(hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
+                     num_key_value_heads=kw.get("n_kv_head", 1),
+                     intermediate_size=kw.get("d_ff", 48),
+                     max_position_embeddings=kw.get("max_position", 64),
+                     head_dim=kw.get("head_dim", 16), sliding_window=kw.get("sliding_window", 5),
+                     layer_types=kw.get("layer_types", ["sliding_attention", "full_attention"]
+                                        * (L // 2) + ["sliding_attention"] * (L % 2)),
+                     query_pre_attn_scalar=kw.get("query_pre_attn_scalar", 24),
+                     tie_word_embeddings=kw.get("tied", True), **common)
+        if family == "gemma2":
+            return transformers.Gemma2Config(
+                **gemma, attn_logit_softcapping=kw.get("attn_softcap", 5.0),
+                final_logit_softcapping=kw.get("final_softcap", 3.0),
+                rope_parameters={"rope_type": "default",
+                                 "rope_theta": kw.get("rope_theta", 10000.0)})
+        return transformers.Gemma3TextConfig(**gemma, rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": kw.get("rope_theta", 1e6)},
+            "sliding_attention": {"rope_type": "default",
+                                  "rope_theta": kw.get("rope_local_theta", 1e4)}})
     return transformers.LlamaConfig(
         hidden_size=C, num_hidden_layers=kw.get("n_layer", 2), num_attention_heads=H,
         num_key_value_heads=kw.get("n_kv_head", 2), intermediate_size=kw.get("d_ff", 48),
@@ -70,7 +91,9 @@ def build_hf_model(family: str, seed: int = 0, dtype=None, **kw):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     cfg = hf_config(family, **kw)
-    cls = transformers.GPT2LMHeadModel if family == "gpt2" else transformers.LlamaForCausalLM
+    cls = {"gpt2": transformers.GPT2LMHeadModel, "llama": transformers.LlamaForCausalLM,
+           "gemma3": transformers.Gemma3ForCausalLM,
+           "gemma2": transformers.Gemma2ForCausalLM}[family]
     model = cls(cfg).eval()
     with torch.no_grad():  # default init leaves norms at 1 and biases at 0: perturb them
         for name, p in model.named_parameters():

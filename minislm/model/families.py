@@ -15,6 +15,8 @@ Layout traps, stated once:
   * LLaMA stores nn.Linear, shape (out, in): y = x Wᵀ. HF's q/k rows are ordered
     for the split-halves RoPE (pair i with i + D/2), which `layers.rotate_half` uses.
   * Tied heads: the LM head is the token embedding; there is no `lm_head.weight`.
+  * Gemma's RMSNorm multiplies by (1 + w): the checkpoint stores w, the tables say
+    `norm_offset = 1` (GGUF files store 1 + w; the GGUF reader undoes it).
   * GPT-2 checkpoints from the Hub name tensors `h.0.attn...`; ones written by
     transformers' `save_pretrained` prefix them with `transformer.`. Both are kept
     as found: `prefix` is "" or "transformer." (LLaMA always "model.").
@@ -78,7 +80,19 @@ LLAMA = Family(
     activation="silu", orientation="out_in", layer_norm=False, rope=True,
     buffers=("rotary_emb.inv_freq",))
 
-FAMILIES = {f.name: f for f in (GPT2, LLAMA)}
+GEMMA2 = Family(
+    name="gemma2", prefixes=("model.",), block="layers.{i}.", embedding="embed_tokens.weight",
+    positions=None, final_norm="norm",
+    norms={"attn_in": "input_layernorm", "attn_out": "post_attention_layernorm",
+           "mlp_in": "pre_feedforward_layernorm", "mlp_out": "post_feedforward_layernorm"},
+    attention=LLAMA.attention, attention_out=LLAMA.attention_out, mlp=LLAMA.mlp,
+    mlp_out=LLAMA.mlp_out, activation="gelu_tanh", orientation="out_in", layer_norm=False,
+    rope=True, norm_offset=1.0, scaled_embedding=True, buffers=("inv_freq", "embed_scale"))
+
+GEMMA3 = Family(**{**GEMMA2.__dict__, "name": "gemma3", "norms": {
+    **GEMMA2.norms, "q": "self_attn.q_norm", "k": "self_attn.k_norm"}})   # + QK-norm
+
+FAMILIES = {f.name: f for f in (GPT2, LLAMA, GEMMA3, GEMMA2)}
 GPT2_PREFIXES = GPT2.prefixes
 
 

@@ -156,6 +156,8 @@ def embed_backward(model, dx, ids, grads: Grads) -> None:
         scale = embed_scale(cfg, dx.dtype)
         if scale is not None:
             dx = dx * scale
+        if cfg.padding_idx is not None:          # the pad token's row gets no lookup gradient
+            dx = np.where((ids == cfg.padding_idx)[..., None], 0.0, dx).astype(dx.dtype)
         grads[emb] = embedding_backward(dx, (ids, P[emb].shape), out=grads.get(emb))
 
 

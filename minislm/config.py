@@ -132,6 +132,13 @@ class Config:
         new.validate()
         return new
 
+    def select_layers(self, layers) -> "Config":
+        """The config of a model whose block j is block layers[j] of this one (depth pruning,
+        Franken sequences): n_layer and the per-layer attention types follow the blocks."""
+        layers = [int(i) for i in layers]
+        types = tuple(self.layer_types[i] for i in layers) if self.layer_types else None
+        return self.replace(n_layer=len(layers), layer_types=types)
+
     # ------------------------------------------------------------------ checks
     def validate(self, where: str = "config") -> None:
         def need(cond, field, expected, found):

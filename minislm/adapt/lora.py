@@ -47,7 +47,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # PEFT's own defaults per architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
 TIED_HEAD_KEY = "base_model.model.lm_head.weight"
-DEFAULT_TARGETS = {"gpt2": ("c_attn",), "llama": ("q_proj", "v_proj")}
+DEFAULT_TARGETS = {"gpt2": ("c_attn",), "llama": ("q_proj", "v_proj"),
+                   "gemma3": ("q_proj", "v_proj"), "gemma2": ("q_proj", "v_proj")}
 
 
 @dataclasses.dataclass(frozen=True)

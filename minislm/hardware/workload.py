@@ -144,7 +144,6 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
     C, F, V = config.d_model, config.d_ff, config.vocab_size
     H, K, D = config.n_head, config.n_kv_head, config.head_dim
     a = act_bytes
-    P = n * p + n * (n + 1) / 2                      # (query, key) pairs of the step
     fam = family(config)
 
     def linear(layer, name, d_in, d_out, bits, sparsity, bias, tokens=n, r=0):
@@ -177,11 +176,16 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
             return linear(layer, role, lin.d_in, lin.d_out, fmt.bits, fmt.sparsity,
                           lin.bias is not None, r=fmt.eora_rank)
 
+        W = config.window_of_layer(lin_layer)         # sliding window (None: all keys)
+        P = attended_pairs(p, n, W)                   # (query, key) pairs of the step
+        S = p + n if W is None else min(p + n, W)     # keys the last query reads
         ops.append(elementwise(layer, "norm_1", "norm", n * C, params=norm_params))
         ops += [block_linear(role) for _, role in fam.attention]          # qkv, or q, k, v
         if fam.rope:
             ops.append(elementwise(layer, "rope", "rope", n * (H + K) * D))
-        kv_read = K * D * (p + n) * a
+        if "q" in fam.norms:                                              # QK-norm
+            ops.append(elementwise(layer, "qk_norm", "norm", n * (H + K) * D, params=2 * D))
+        kv_read = K * D * S * a
         ops.append(Op(layer, "attn_scores", "attention", macs=H * D * P,
                       act_bytes=(n * H * D + H * P) * a, kv_bytes=kv_read + n * K * D * a,
                       tokens=n))
@@ -191,6 +195,8 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
                       tokens=n))
         ops.append(block_linear("o"))
         ops.append(elementwise(layer, "residual_1", "add", n * C, reads=2))
+        if "attn_out" in fam.norms:
+            ops.append(elementwise(layer, "norm_attn_out", "norm", n * C, params=norm_params))
         ops.append(elementwise(layer, "norm_2", "norm", n * C, params=norm_params))
         ops += [block_linear(role) for _, role in fam.mlp]                # fc, or gate and up
         if len(fam.mlp) == 1:
@@ -198,6 +204,8 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
         else:                                                             # act(g) ⊙ u
             ops.append(elementwise(layer, "silu_mul", "activation", n * F, reads=2))
         ops.append(block_linear(fam.mlp_out[1]))
+        if "mlp_out" in fam.norms:
+            ops.append(elementwise(layer, "norm_mlp_out", "norm", n * C, params=norm_params))
         ops.append(elementwise(layer, "residual_2", "add", n * C, reads=2))
 
     n_head = n if all_logits else 1
@@ -205,6 +213,17 @@ def step_ops(config: Config, fmt: WeightFormat, n: int, p: int, act_bytes: float
                   weight_bytes=4.0 * norm_params, act_bytes=2 * n_head * C * a, tokens=n_head))
     ops.append(linear("head", "lm_head", C, V, fmt.emb_bits, 0.0, False, tokens=n_head))
     return ops
+
+
+def attended_pairs(p: int, n: int, window: int | None) -> float:
+    """(query, key) pairs when n new queries at positions p … p+n−1 each see the keys up to
+    themselves, or only the last `window` of them: Σ_q min(q + 1, window)."""
+    if window is None:
+        return n * p + n * (n + 1) / 2
+    a, b = p + 1, p + n                         # keys seen by the first and last query, unwindowed
+    top = min(b, window)
+    below = (top * (top + 1) - (a - 1) * a) / 2 if top >= a else 0.0   # Σ v for v in a … top
+    return below + window * max(0, b - max(a - 1, window))
 
 
 def kv_cache_bytes(config: Config, tokens: int, act_bytes: float) -> float:

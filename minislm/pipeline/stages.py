@@ -137,7 +137,7 @@ def check_depth_prune(o, cfg, where):
             depth.protection(cfg.n_layer, k, o["protect_first"], o["protect_last"])
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-    return cfg.replace(n_layer=cfg.n_layer - k)
+    return cfg.select_layers(range(cfg.n_layer - k))      # the planned shape
 
 
 def run_depth_prune(model, o, ctx):

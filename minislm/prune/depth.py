@@ -207,7 +207,7 @@ def select_layers(model, layers) -> "Model":
     extra = dict(model.extra_tensors)
     if "masks" in extra:
         extra["masks"] = renamed(extra["masks"])
-    return model.replace(config=cfg.replace(n_layer=len(layers)),
+    return model.replace(config=cfg.select_layers(layers),
                          params=renamed(model.params), extra_tensors=extra)
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 import minislm
-from minislm.adapt import finetune as ft
 from minislm.adapt import special_tokens
 from minislm.evaluate.toolcall import evaluate_toolcall, heldout_examples
+
+from common import TOOLCALL_RECIPE, finetune_toolcall, side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, LR, BATCH = 150, 3e-3, 16      # ≈ 2.5 passes over the 960 training examples
@@ -62,10 +63,11 @@ assert unchanged < 1e-5 and special_tokens.token_ids(grown) == [base.config.voca
 
 # %%
 results = {"base": evaluate_toolcall(base, test, progress=False)}
-for name, start in (("fine-tuned", base), ("fine-tuned + tool tokens", grown)):
-    examples = ft.load_examples(start.tokenizer, "toolcall", start.config.max_position)
-    tuned, losses = ft.finetune(start, examples, steps=STEPS, lr=LR, batch_size=BATCH,
-                                progress=False)
+starts = {"fine-tuned": base, "fine-tuned + tool tokens": grown}
+recipe = {**TOOLCALL_RECIPE, "steps": STEPS, "lr": LR, "batch_size": BATCH}
+# the two fine-tunes are independent: side by side on two free cores (common.py)
+trained = side_by_side(finetune_toolcall, *((start, recipe) for start in starts.values()))
+for name, (tuned, losses) in zip(starts, trained):
     print(f"{name}: training loss {losses[0]:.2f} -> {np.mean(losses[-10:]):.2f}")
     results[name] = evaluate_toolcall(tuned, test, progress=False)
 

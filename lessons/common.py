@@ -127,6 +127,25 @@ def finetune_toolcall(start, recipe: dict = TOOLCALL_RECIPE):
                        batch_size=recipe["batch_size"], seed=recipe["seed"], progress=False)
 
 
+def side_by_side(fn, *argument_tuples) -> list:
+    """[fn(*args) for each args], in worker processes when more than one core is free.
+
+    Independent jobs (two fine-tunes of the tiny model, say) share nothing, so one
+    process per free core uses the cores fully; splitting each of their small matrix
+    products between BLAS threads would not. Under load (`minislm.threads.free_cores`
+    is 1) they run one after another. Same results either way: same seeds, one BLAS
+    thread per job.
+    """
+    from minislm.threads import free_cores
+    workers = min(len(argument_tuples), free_cores())
+    if workers <= 1:
+        return [fn(*args) for args in argument_tuples]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(fn, *zip(*argument_tuples)))
+
+
 def _toolcall_folder(recipe: dict) -> Path:
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return OUT / "toolcall-model" / key

@@ -128,3 +128,29 @@ def test_tests_and_lessons_do_not_force_the_blas_threads():
                  for p in sorted((REPO / folder).glob("*.py"))
                  if p.name != "test_threads.py" and forcing.search(p.read_text())]
     assert offenders == []
+
+
+def _job(seed):
+    """A small deterministic job and the process that ran it."""
+    x = np.random.default_rng(seed).standard_normal((64, 64)).astype(np.float32)
+    return float((x @ x.T).sum()), os.getpid()
+
+
+def test_lessons_run_independent_jobs_side_by_side_on_free_cores(monkeypatch):
+    """Lesson 07's two fine-tunes run in two processes when two cores are free (once: one
+    after another, 61 s on a quiet machine against a 60 s limit); same results."""
+    sys.path.insert(0, str(REPO / "lessons"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    alone = common.side_by_side(_job, (0,), (1,))
+    assert {pid for _, pid in alone} == {os.getpid()}
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    together = common.side_by_side(_job, (0,), (1,))
+    assert [v for v, _ in together] == [v for v, _ in alone]
+    assert len({pid for _, pid in together}) == 2 and os.getpid() not in \
+        {pid for _, pid in together}
+    lesson = (REPO / "lessons" / "07_special_tokens_and_tool_calling.py").read_text()
+    assert "side_by_side(finetune_toolcall" in lesson

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 import minislm
+from common import WEIGHTS, load_tiny, pyplot, save_figure, side_by_side
 from minislm.adapt import finetune as ft
 from minislm.adapt import lora
 from minislm.train.backward import loss_and_grads
 
-ROOT = Path(__file__).resolve().parents[1]
-base = minislm.load(ROOT / "weights" / "tiny-llama")
+base = load_tiny("llama")
 model = lora.add_lora(base, rank=8, alpha=16, dropout=0.1, targets=["q_proj", "v_proj"], seed=0)
 adapters = lora.lora_weights(model)
 n_adapter = sum(w.A.size + w.B.size for w in adapters.values())
@@ -39,11 +39,17 @@ print(f"B = 0 at init: max |logit difference| = {same}")
 assert same == 0.0
 
 # %% [markdown]
-# ## One layer: the backward next to the forward
-# With h = drop(x) Aᵀ and dy = ∂L/∂y:  ∂L/∂B = s·dyᵀh,  ∂L/∂A = (s·dy B)ᵀ drop(x),
-# ∂L/∂x = dy W₀ + (s·dy B A) ⊙ mask. We check them on a float64 copy of layer 0's
-# q_proj adapter (with a non-zero B and a fixed dropout mask) against central
-# finite differences of L = Σ dy ⊙ y.
+# ## One layer, written first: the forward and the backward
+# With s = α/r, h = drop(x) Aᵀ and dy = ∂L/∂y:
+#
+#     y     = x W₀ᵀ + s · h Bᵀ
+#     ∂L/∂B = s · dyᵀ h                 [d_out, r]
+#     ∂L/∂A = (s · dy B)ᵀ drop(x)       [r, d_in]
+#     ∂L/∂x = dy W₀ + (s · dy B A) ⊙ mask
+#
+# We write them for layer 0's q_proj adapter (a non-zero B and a fixed dropout
+# mask, in float64), check them against `LoraLinear.linear` / `linear_backward`,
+# and check those against central finite differences of L = Σ dy ⊙ y.
 
 # %%
 rng = np.random.default_rng(0)
@@ -53,7 +59,20 @@ w = w.replace(base=w.base.astype(np.float64), A=w.A.astype(np.float64),
               B=rng.normal(size=w.B.shape) * 0.1, dropout_seed=(1, 0))
 x = rng.normal(size=(2, 5, w.A.shape[1]))
 dy = rng.normal(size=(2, 5, w.B.shape[0]))
+
+s_ = w.alpha / w.rank
+mask = w._keep(x)                                   # the layer's own dropout multiplier m/(1-p)
+h = (x * mask) @ w.A.T                              # [2, 5, r]
+y_by_hand = x @ w.base.T + s_ * h @ w.B.T
+dB_by_hand = s_ * np.einsum("bto,btr->or", dy, h)
+dh = s_ * dy @ w.B                                  # [2, 5, r]
+dA_by_hand = np.einsum("btr,bti->ri", dh, x * mask)
+dx_by_hand = dy @ w.base + (dh @ w.A) * mask
 dx, grads = w.linear_backward(x, dy)
+assert np.allclose(y_by_hand, w.linear(x)) and np.allclose(dx_by_hand, dx)
+assert np.allclose(dA_by_hand, grads["lora_A"]) and np.allclose(dB_by_hand, grads["lora_B"])
+print("LoRA forward and backward by hand = LoraLinear.linear / linear_backward")
+
 worst = 0.0
 for part, arr in (("A", w.A), ("B", w.B)):
     for idx in [tuple(rng.integers(0, s) for s in arr.shape) for _ in range(6)]:
@@ -82,9 +101,9 @@ except ImportError:
     peft = None
     print("peft/torch not installed: skipping the autograd comparison")
 if peft is not None:
-    m64 = minislm.load(ROOT / "weights" / "tiny-llama", dtype=np.float64)
+    m64 = load_tiny("llama", dtype=np.float64)
     cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(ROOT / "weights" / "tiny-llama",
+    hf = transformers.AutoModelForCausalLM.from_pretrained(WEIGHTS / "tiny-llama",
                                                            dtype=torch.float64)
     pm = peft.get_peft_model(hf, cfg).double()
     lm64 = lora.add_lora(m64, rank=8, alpha=16, targets=["q_proj", "v_proj"], seed=0)
@@ -134,3 +153,52 @@ with tempfile.TemporaryDirectory() as folder:
     print("PEFT adapter files:", sizes)
     again = lora.load_adapter(base, folder)
     assert np.array_equal(minislm.forward(again, probe), minislm.forward(tuned, probe))
+    if peft is not None:                           # PEFT reads our file on transformers' model
+        hf = transformers.AutoModelForCausalLM.from_pretrained(WEIGHTS / "tiny-llama")
+        with torch.no_grad():
+            ref = peft.PeftModel.from_pretrained(hf, folder).eval()(torch.from_numpy(probe)).logits
+        gap = np.abs(ref.numpy() - minislm.forward(tuned, probe)).max()
+        print(f"peft.PeftModel.from_pretrained on the saved adapter: max |Δ logits| = {gap:.1e}")
+        assert gap < 1e-4
+
+# %% [markdown]
+# ## How much rank does the task need?
+# 20 steps each with r = 1, 2, 4 and 8 (α = 2r, so s = 2 throughout; no
+# dropout, to compare the ranks alone). The loss is the mean of the last 5
+# training batches. On this task more rank buys a lower loss at every step of
+# the range: r = 1 learns least, r = 8 most.
+
+# %%
+RANKS = (1, 2, 4, 8)
+
+
+def lora_run(rank):
+    start = lora.add_lora(base, rank=rank, alpha=2 * rank, targets=["q_proj", "v_proj"], seed=0)
+    return ft.finetune(start, examples, steps=20, lr=3e-3, batch_size=16, progress=False)[1]
+
+
+rank_losses = {r: float(np.mean(run[-5:])) for r, run in zip(RANKS, side_by_side(
+    lora_run, *((r,) for r in RANKS)))}
+print("final loss by rank:", {r: round(v, 3) for r, v in rank_losses.items()})
+assert all(v < losses[0] for v in rank_losses.values()), "every rank learns something"
+assert all(np.diff(list(rank_losses.values())) < 0), "the loss falls as the rank grows"
+plt = pyplot()
+if plt is not None:
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(RANKS, list(rank_losses.values()), "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(RANKS, [str(r) for r in RANKS])
+    ax.set_xlabel("LoRA rank r (q_proj, v_proj)")
+    ax.set_ylabel("training loss after 20 steps")
+    ax.set_title("tiny-llama on the tool-call task")
+    save_figure(fig, "06_lora_rank_vs_loss")
+
+# %% [markdown]
+# ## Exercises (solutions: `lessons/solutions/06_lora_by_hand.py`)
+# 1. Initialise B randomly instead of at zero. Predict: the adapted model no
+#    longer starts as the pretrained one (its logits differ at step 0).
+# 2. Double α at a fixed rank. Predict: ΔW = (α/r)·B·A doubles exactly, and so
+#    do ∂L/∂A and ∂L/∂B (both carry the factor s).
+# 3. Adapt all seven projections instead of q_proj and v_proj at r = 8.
+#    Predict the trainable count before running: r·(d_in + d_out) summed over
+#    the adapted layers.

@@ -12,6 +12,7 @@ At the end the validation perplexity is printed next to a unigram model's.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -42,7 +43,7 @@ def add_arguments(p):
     arch.add_argument("--n-kv-head", type=int, default=None, help="LLaMA KV heads (default H/2)")
     arch.add_argument("--d-ff", type=int, default=None, help="default 4C (GPT-2), 3C (LLaMA)")
     arch.add_argument("--max-position", type=int, default=256)
-    arch.add_argument("--tied", action=__import__("argparse").BooleanOptionalAction,
+    arch.add_argument("--tied", action=argparse.BooleanOptionalAction,
                       default=None, help="tie the LM head to the embedding (GPT-2 always)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int, default=1000)

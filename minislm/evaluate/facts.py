@@ -127,7 +127,7 @@ def measure_speed(model, prompt_tokens: int = 64, new_tokens: int = 32, repeats:
 def thread_scaling(model_path, threads=(1, 2), prompt_tokens: int = 64,
                    new_tokens: int = 32) -> dict:
     """{n_threads: measure_speed(...)} with the BLAS limited to n threads."""
-    from .. import load
+    from ..loading import load
     model = load(model_path)
     results = {}
     for n in threads:
@@ -157,6 +157,6 @@ def model_facts(model, path=None, speed: bool = True, **speed_kw) -> dict:
 
 
 if __name__ == "__main__":       # the child process of thread_scaling
-    from .. import load
+    from ..loading import load
     _model = load(sys.argv[1])
     print(json.dumps(measure_speed(_model, int(sys.argv[2]), int(sys.argv[3]))))

@@ -63,7 +63,7 @@ def magnitude_importance(model) -> np.ndarray:
 
 def taylor_importance(model, token_batches, progress: bool = False) -> np.ndarray:
     """I_i = Σ |W ⊙ ḡ| over block i's tensors, ḡ = ∂L/∂W of the mean calibration loss -> [L]."""
-    from .. import value_and_grad
+    from ..train.backward import value_and_grad
     batches = _batches(token_batches)
     total = None
     for ids in tqdm(batches, desc="gradients", disable=not progress):

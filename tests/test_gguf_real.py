@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import minislm
-from minislm.errors import CheckpointError
 from minislm.gguf import convert
 from minislm.gguf.reader import read_gguf
 from minislm.gguf.tokenizer import build_tokenizer
@@ -80,6 +79,11 @@ def gemma():
 @pytest.fixture(scope="module")
 def smol_model(smol):
     return minislm.load(smol[0])
+
+
+@pytest.fixture(scope="module")
+def gemma_model():
+    return minislm.load(real_file(GEMMA))
 
 
 def _same_tensors(ours: dict, theirs: dict):
@@ -148,30 +152,21 @@ def test_smol_logits_and_greedy_equal_transformers(smol, smol_model):
     assert smol_model.tokenizer.decode(list(answer)).startswith(" Paris.")
 
 
-def _gemma_model(path):
-    """minislm.load of the Gemma file; xfail only while the gemma3 family is missing."""
-    try:
-        return minislm.load(path)
-    except CheckpointError as e:
-        if "gemma3_text family" in str(e):
-            pytest.xfail(f"the gemma3 family is not in minislm yet ({e})")
-        raise
+def test_gemma_logits_and_greedy_equal_transformers(gemma, gemma_model):
+    assert gemma_model.config.family == "gemma3"
+    ids = np.array([gemma_model.tokenizer.encode(PROMPT).ids])
+    _same_logits_and_greedy(gemma_model, gemma[3], ids, 8)
+    answer = minislm.generate(gemma_model, ids, 8)[0, ids.shape[1]:]
+    assert gemma_model.tokenizer.decode(list(answer)).startswith(" the capital of the country")
 
 
-def test_gemma_logits_and_greedy_equal_transformers(gemma):
-    path, _, _, reference = gemma
-    ours = _gemma_model(path)
-    assert ours.config.family == "gemma3"
-    _same_logits_and_greedy(ours, reference, np.array([ours.tokenizer.encode(PROMPT).ids]), 8)
-
-
-@pytest.mark.parametrize("name", [SMOL, GEMMA])
-def test_top1_agreement_with_llama_cpp(name, capsys):
+@pytest.mark.parametrize("name, loaded", [(SMOL, "smol_model"), (GEMMA, "gemma_model")])
+def test_top1_agreement_with_llama_cpp(name, loaded, request, capsys):
     """llama.cpp computes in its own (quantized-activation) kernels: report the top-1
     agreement of next-token predictions, require it to be high."""
     llama_cpp = pytest.importorskip("llama_cpp")
     path = real_file(name)
-    ours = _gemma_model(path) if name == GEMMA else minislm.load(path)
+    ours = request.getfixturevalue(loaded)
     text = ("<|im_start|>user\nWrite one sentence about the sea.<|im_end|>\n<|im_start|>"
             "assistant\nThe sea is vast, deep and full of life, from tiny plankton to whales.")
     ids = ours.tokenizer.encode(text).ids

@@ -24,11 +24,10 @@
 # that already occurred: 0 for fresh text, → 1 for "to to to to").
 
 # %%
-from pathlib import Path
-
 import numpy as np
 
 import minislm
+from common import load_tiny
 from minislm.adapt import distill
 from minislm.adapt import finetune as ft
 from minislm.data.requirements import SLIDE_PROMPTS, requirements_dataset
@@ -36,9 +35,8 @@ from minislm.evaluate.perplexity import perplexity
 from minislm.prune.depth import remove_layers
 from minislm.train.init import init_model
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS, LR, BATCH, TEMPERATURE = 30, 3e-3, 16, 2.0
-base = minislm.load(ROOT / "weights" / "tiny-llama")
+base = load_tiny("llama")
 examples = ft.load_examples(base.tokenizer, "requirements", 64)
 test_text = "\n".join(requirements_dataset()["test"])
 
@@ -70,6 +68,43 @@ narrow = init_model(narrow_config, seed=0, tokenizer=teacher.tokenizer)
 rows["A: 2 blocks removed, untrained"] = (trimmed, measure(trimmed))
 
 # %% [markdown]
+# ## The distillation loss, written first
+# With p = softmax(t/T) (teacher) and q = softmax(s/T) (student), over the N
+# positions that have a next token:
+#
+#     L_KD = T² · (1/N) Σ_n Σ_v p_nv (log p_nv − log q_nv),    ∂L_KD/∂s = (T/N) (q − p)
+#
+# At high T the T² keeps the gradient's size independent of T (the softened
+# q − p shrinks about like 1/T). Checked against the library's loss and
+# gradient on the teacher and student A, and against torch's `kl_div`.
+
+# %%
+def log_softmax_by_hand(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+ids = np.array([examples[0][0]])
+s_logits, t_logits = minislm.forward(trimmed, ids), minislm.forward(teacher, ids)  # [1, n, V]
+log_q = log_softmax_by_hand(s_logits[0, :-1] / TEMPERATURE)      # the last position has no target
+log_p = log_softmax_by_hand(t_logits[0, :-1] / TEMPERATURE)
+N = log_q.shape[0]
+kd_by_hand = TEMPERATURE ** 2 * (np.exp(log_p) * (log_p - log_q)).sum(-1).mean()
+grad_by_hand = (TEMPERATURE / N) * (np.exp(log_q) - np.exp(log_p))
+_, grad, parts = distill.distillation_loss(s_logits, t_logits, ids, TEMPERATURE, alpha=1.0)
+assert np.isclose(kd_by_hand, parts["kd"], rtol=1e-5) and np.allclose(grad_by_hand, grad[0, :-1], atol=1e-8)
+print(f"T²·KL by hand {kd_by_hand:.6f} = library {parts['kd']:.6f} (gradient too)")
+try:
+    import torch
+except ImportError:
+    print("torch not installed (pip install -e '.[reference]'): kl_div comparison skipped")
+else:
+    ref = TEMPERATURE ** 2 * torch.nn.functional.kl_div(
+        torch.from_numpy(log_q), torch.from_numpy(log_p), reduction="batchmean", log_target=True)
+    print(f"torch.nn.functional.kl_div(batchmean) · T² = {ref.item():.6f}")
+    assert np.isclose(ref.item(), kd_by_hand, rtol=1e-5)
+
+# %% [markdown]
 # ## Train the students: distillation vs labels
 # Same batches, steps and learning rate; only the loss differs.
 
@@ -89,7 +124,7 @@ for name, (_, (_, _, text)) in rows.items():
 
 # %% [markdown]
 # ## What the numbers say
-# (numbers from the shipped tiny LLaMA; rerun to see yours)
+# (each claim is asserted below)
 # * Student A (same architecture, half the blocks) starts far better than a
 #   fresh model would and recovers towards the teacher within a few dozen
 #   steps, with either loss. The labels-only run even passes the teacher:
@@ -115,3 +150,17 @@ assert ppl_teacher < rows["pretrained (no task)"][1][0]       # fine-tuning spec
 assert ppl_a < ppl_a_before                                     # distillation recovers A
 assert ppl_b > 3 * ppl_a                                        # B is far worse than A ...
 assert rep_b > rows["A: distilled"][1][1]                       # ... and repeats itself more
+assert rows["A: labels only"][1][0] < ppl_teacher                # labels-only A passes the teacher
+assert min(ppl_b, rows["B: labels only"][1][0]) > rows["pretrained (no task)"][1][0]
+assert rows["A: labels only"][1][0] <= ppl_a                     # soft targets did not beat labels
+assert rows["B: labels only"][1][1] < rep_b                      # labels-only B does not loop
+
+# %% [markdown]
+# ## Exercises (solutions: `lessons/solutions/08_distillation_and_collapse.py`)
+# 1. Distil the teacher into an exact copy of itself. Predict: L_KD = 0 and its
+#    gradient is 0 at any temperature (KL(p ‖ p) = 0).
+# 2. Raise T from 1 to 2 to 8. Predict: the teacher's softened distribution gets
+#    flatter — its entropy rises with T.
+# 3. Compare the gradient's size at T = 8 and T = 32. Predict: with T² it
+#    hardly changes (q − p shrinks like 1/T, so (T/N)(q − p) settles); without
+#    the T² factor it would shrink about 16×.

@@ -16,6 +16,7 @@ Third-party imports are limited to the runtime dependencies (and two optional on
 imported inside functions), so `torch`, `transformers` and `lessons` never appear.
 """
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -216,3 +217,20 @@ def test_relative_imports_resolve():
     assert imports_of("def g():\n    from . import load\n", "minislm.evaluate.facts", False) == \
         [("minislm.evaluate.load", 2, True)]
     assert part_of("minislm.load") == "minislm" and part_of("minislm.quant.rtn") == "quant"
+
+
+def test_readme_layout_lists_every_module():
+    """README's Layout names every module of the package (a folder's __init__ by its folder)."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    words = set(re.findall(r"[\w.]+", layout))
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" and len(rel.parts) > 1:
+            found = f"{rel.parts[-2]}/" in layout
+        else:
+            found = path.name in words or path.stem in words
+        if not found:
+            missing.append(str(rel))
+    assert missing == []

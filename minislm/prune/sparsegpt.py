@@ -7,8 +7,10 @@ For one linear layer W [out, in] with calibration inputs X and
 
 pruning weight w_ij costs (optimal brain surgeon, one row at a time)
 
-    ε_ij = w_ij² / [H⁻¹]_jj²        (with the upper Cholesky factor U of H⁻¹: U_jj² = 1/[H⁻¹]_jj
-                                      after the earlier columns are eliminated — §3.2)
+    ε_ij = w_ij² / [H⁻¹]_jj         (computed as w_ij² / U_jj²: the upper Cholesky
+                                      factor U of H⁻¹ = UᵀU has U_jj² = [H_F⁻¹]_jj, the
+                                      inverse Hessian of the columns F = j … in−1 not yet
+                                      eliminated — §3.2)
 
 and the best compensation moves the not-yet-processed columns of the row by
 

@@ -11,6 +11,8 @@ from ..config import Config
 
 @dataclasses.dataclass
 class Model:
+    """A model as data: a config, `params` (checkpoint name -> array or stored weight),
+    a tokenizer and the checkpoint's name prefix."""
     config: Config
     params: dict                     # checkpoint tensor name -> np.ndarray (checkpoint layout)
     tokenizer: object = None         # tokenizers.Tokenizer, or None
@@ -21,9 +23,11 @@ class Model:
 
     @property
     def dtype(self):
+        """The dtype of the first plain array in `params` (float32 unless loaded otherwise)."""
         return next(v.dtype for v in self.params.values() if isinstance(v, np.ndarray))
 
     def num_params(self) -> int:
+        """Σ numel over every tensor in `params` (stored weights count their logical shape)."""
         return int(sum(int(np.prod(v.shape)) for v in self.params.values()))
 
     def replace(self, **changes) -> "Model":

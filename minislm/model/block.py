@@ -42,6 +42,7 @@ class Grads(dict):
         self.trainable = trainable
 
     def wants(self, name) -> bool:
+        """Whether the gradient of the parameter `name` is asked for."""
         if self.trainable is None:
             return True
         if callable(self.trainable):
@@ -65,6 +66,7 @@ class Grads(dict):
 # -------------------------------------------------------- linear and norm steps
 @dataclass
 class LinearRecord:
+    """What a linear step keeps for its backward: weight and bias names, the layer cache."""
     name: str                  # checkpoint name of the weight
     bias: str                  # checkpoint name its bias would have
     cache: LinearCache
@@ -98,6 +100,7 @@ def linear_step_backward(dy, rec: LinearRecord, grads: Grads):
 
 @dataclass
 class NormRecord:
+    """What a norm step keeps for its backward: the module name, its kind and the layer cache."""
     module: str                # the norm's tensors are <module>.weight (and .bias)
     layer_norm: bool
     cache: NormCache

@@ -11,6 +11,7 @@ import numpy as np
 
 
 class KVCache:
+    """Keys and values of the positions seen so far, one slot per block run, grown by doubling."""
     def __init__(self, capacity: int = 0):
         self.length = 0
         self.capacity = capacity
@@ -48,4 +49,5 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes allocated for keys and values (the capacity, not only the filled positions)."""
         return sum(a.nbytes for a in self.k + self.v if a is not None)

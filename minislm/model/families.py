@@ -59,6 +59,7 @@ class Family:
 
     @property
     def prefix(self) -> str:
+        """The default checkpoint prefix (`prefixes[0]`)."""
         return self.prefixes[0]
 
 
@@ -119,10 +120,12 @@ def block_prefix(config: Config, prefix: str, i: int) -> str:
 
 
 def default_prefix(config: Config) -> str:
+    """The default checkpoint prefix of the config's family."""
     return family(config).prefix
 
 
 def embedding_name(config: Config, prefix: str) -> str:
+    """The token embedding's tensor name under `prefix`."""
     return prefix + family(config).embedding
 
 

@@ -108,10 +108,12 @@ class Positions:
     rope: dict | None
 
     def rope_of_layer(self, config, i: int):
+        """The RoPE (cos, sin) tables for block i's layer type, or None without RoPE."""
         return None if self.rope is None else self.rope[config.layer_type(i)]
 
 
 def positions(model, start: int, T: int, dtype) -> Positions:
+    """The `Positions` of T new tokens from `start`, with RoPE tables per layer type used."""
     cfg = model.config
     if not families.family(cfg).rope:
         return Positions(start, None)
@@ -168,6 +170,7 @@ def final_norm(model, x, keep=False):
 
 @dataclass
 class HeadRecord:
+    """What the head keeps for its backward: the linear record and the soft-capped tanh, if any."""
     linear: LinearRecord
     capped: np.ndarray | None           # tanh(z / cap) when the logits are soft-capped
 

@@ -37,6 +37,7 @@ ATTENTION_BLOCK = 128     # queries per attention block (see `attention_forward`
 # ---------------------------------------------------------------------- linear
 @dataclass
 class LinearCache:
+    """What `linear_backward` needs: the input, the weight, whether there is a bias, the layout."""
     x: np.ndarray                 # the input [..., in]
     W: object                     # the weight (an array, or a stored-weight object)
     has_bias: bool
@@ -119,6 +120,7 @@ def embedding_backward(dx, cache, out=None):
 # ----------------------------------------------------------- LayerNorm, RMSNorm
 @dataclass
 class NormCache:
+    """What a norm's backward needs: x̂ = (x − μ)·r (RMSNorm x·r), r = 1/√(σ² + ε), gain w."""
     xhat: np.ndarray              # the normalised input [..., C]
     r: np.ndarray                 # 1 / √(σ² + ε) [..., 1]
     w: np.ndarray                 # the gain [C]
@@ -356,6 +358,7 @@ def attention_reference(q, k, v, q_start: int = 0):
 
 @dataclass
 class AttentionCache:
+    """What `attention_backward` needs: q, k, v, the weights p, the scale, the capped scores."""
     q: np.ndarray                 # [B, H, T, D]
     k: np.ndarray                 # [B, K, S, D]
     v: np.ndarray                 # [B, K, S, D]

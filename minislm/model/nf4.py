@@ -83,14 +83,17 @@ class NF4Tensor:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The weight's shape in the checkpoint's layout ((in, out) for Conv1D, else (out, in))."""
         return (self.n_in, self.n_out) if self.orientation == "in_out" else (self.n_out, self.n_in)
 
     @property
     def double_quant(self) -> bool:
+        """Whether the blocks' absmax values are quantized too (QLoRA's double quantization)."""
         return self.absmax_q is not None
 
     @property
     def n_blocks(self) -> int:
+        """Number of blocks: ⌈out · in / block_size⌉."""
         return -(-self.n_out * self.n_in // self.block_size)
 
     @property
@@ -166,6 +169,7 @@ PARTS = ("qweight", "absmax", "absmax_q", "absmax_scale", "absmax_offset")
 
 
 def check_block_size(block_size: int) -> None:
+    """Raise InputError unless `block_size` is one of BLOCK_SIZES."""
     if block_size not in BLOCK_SIZES:
         raise InputError(f"NF4 block size must be one of {BLOCK_SIZES}, found {block_size!r}")
 

@@ -97,10 +97,12 @@ class QuantizedTensor:
     # ------------------------------------------------------------- array-like
     @property
     def shape(self) -> tuple[int, int]:
+        """The weight's shape in the checkpoint's layout ((in, out) for Conv1D, else (out, in))."""
         return (self.n_in, self.n_out) if self.orientation == "in_out" else (self.n_out, self.n_in)
 
     @property
     def sym(self) -> bool:
+        """Whether the grid is symmetric (no zero points, no mins: z = 2^(b−1))."""
         return self.zeros is None and self.mins is None
 
     @property
@@ -247,6 +249,7 @@ class QuantizedTensor:
 
 
 def module_name(weight_name: str) -> str:
+    """"<m>.weight" -> "<m>" (a name without ".weight" is returned unchanged)."""
     return weight_name[: -len(".weight")] if weight_name.endswith(".weight") else weight_name
 
 

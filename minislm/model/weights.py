@@ -24,13 +24,17 @@ class StoredWeight(Protocol):
 
     shape: tuple
 
-    def linear(self, x: np.ndarray) -> np.ndarray: ...
+    def linear(self, x: np.ndarray) -> np.ndarray:
+        """y = x Ŵᵀ: x [..., in] -> y [..., out], whatever the stored layout."""
 
-    def linear_backward(self, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]: ...
+    def linear_backward(self, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict]:
+        """(dx = dy Ŵ [..., in], {gradient name: array} of its trainable parts, {} when frozen)."""
 
-    def dequantize(self) -> np.ndarray: ...
+    def dequantize(self) -> np.ndarray:
+        """The float weight Ŵ in the checkpoint's layout."""
 
-    def state_dict(self, name: str) -> dict[str, np.ndarray]: ...
+    def state_dict(self, name: str) -> dict[str, np.ndarray]:
+        """{tensor name: array} that `minislm.save` writes for the weight named `name`."""
 
 
 def as_array(W) -> np.ndarray:

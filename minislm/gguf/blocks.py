@@ -206,6 +206,7 @@ CHUNK_BLOCKS = 1 << 16    # blocks dequantized at once: bounds the temporaries t
 
 
 def type_name(ggml_type: int) -> str:
+    """The ggml type's name (e.g. "Q4_K"), or "unknown type N"."""
     return TYPE_NAMES.get(ggml_type, f"unknown type {ggml_type}")
 
 

@@ -39,6 +39,7 @@ MAX_DIMS = 4              # ggml tensors have at most four dimensions
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
+    """One entry of the tensor table: name, NumPy-order shape, ggml type, byte offset and size."""
     name: str
     shape: tuple          # NumPy order (outermost first): reversed `ne`
     ggml_type: int
@@ -47,11 +48,13 @@ class TensorInfo:
 
     @property
     def type_name(self) -> str:
+        """The name of the tensor's ggml type (e.g. "Q4_0")."""
         return blocks.type_name(self.ggml_type)
 
 
 @dataclasses.dataclass
 class GGUFFile:
+    """A GGUF file opened for reading: version, metadata, tensor table and the mapped bytes."""
     path: Path
     version: int
     metadata: dict        # key -> int | float | bool | str | list[str] | np.ndarray
@@ -61,6 +64,7 @@ class GGUFFile:
 
     @property
     def architecture(self) -> str | None:
+        """`general.architecture` from the metadata ("llama", "gpt2", "gemma3", ...), or None."""
         return self.metadata.get("general.architecture")
 
     def tensor_bytes(self, name: str) -> np.ndarray:

@@ -44,6 +44,7 @@ INT_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 @dataclass(frozen=True)
 class WeightFormat:
+    """How the weights are stored: bits, group size, symmetry, sparsity, embedding bits, EoRA rank."""
     bits: int = 32                   # 32/16 float, 2 … 8 integer codes
     group_size: int = 128            # g; −1 per output row, 0 per matrix (ignored for float)
     sym: bool = False                # symmetric grid: no zero points stored
@@ -52,6 +53,7 @@ class WeightFormat:
     eora_rank: int = 0               # r of EoRA's float32 low-rank correction per linear
 
     def validate(self) -> None:
+        """Raise ConfigError for bits, sparsity, group size or EoRA rank it cannot count."""
         for field, bits in (("weight bits", self.bits), ("embedding bits", self.emb_bits)):
             if bits not in FLOAT_BITS + INT_BITS:
                 raise ConfigError(f"{field} must be one of {INT_BITS} (integer codes) or "
@@ -66,6 +68,7 @@ class WeightFormat:
 
     @property
     def emb_bits(self) -> int:
+        """Bits of the embedding tables and LM head (`embedding_bits`, else `bits`)."""
         return self.bits if self.embedding_bits is None else self.embedding_bits
 
 

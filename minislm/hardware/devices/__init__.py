@@ -20,6 +20,7 @@ from ...errors import ConfigError
 
 @dataclass(frozen=True)
 class Fact:
+    """One number of a device with its unit and source (`assumption`: no source states it)."""
     value: float
     unit: str
     source: str
@@ -28,6 +29,7 @@ class Fact:
 
 @dataclass(frozen=True)
 class Device:
+    """A device as data: its CLI name, a title, the cost model's kind and its facts by key."""
     name: str            # CLI name, e.g. "jetson-nano"
     title: str           # one line for reports
     kind: str            # "roofline" | "siracusa"

@@ -45,6 +45,7 @@ def prunable_linears(model, names=None):
 
 
 def check_sparsity(sparsity: float) -> float:
+    """The sparsity as a float; ConfigError unless it is a number in [0, 1]."""
     if not isinstance(sparsity, (int, float)) or not 0.0 <= float(sparsity) <= 1.0:
         raise ConfigError(f"sparsity must be a number in [0, 1], found {sparsity!r}")
     return float(sparsity)

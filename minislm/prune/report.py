@@ -29,6 +29,7 @@ INDEX_BYTES = 4                                 # int32 CSR indices (scipy's def
 
 @dataclasses.dataclass(frozen=True)
 class TensorReport:
+    """One weight's zeros and its size stored dense, as CSR and (if it has one) as N:M."""
     name: str
     shape: tuple
     params: int
@@ -40,19 +41,23 @@ class TensorReport:
 
     @property
     def sparsity(self) -> float:
+        """zeros / params."""
         return self.zeros / max(self.params, 1)
 
     @property
     def best_bytes(self) -> int:
+        """The smallest of the dense, CSR and N:M sizes."""
         return min(b for b in (self.dense_bytes, self.csr_bytes, self.nm_bytes) if b is not None)
 
 
 def csr_bytes(W_out_in: np.ndarray, itemsize: int) -> int:
+    """Bytes of W as CSR: nnz · (itemsize + 4) + (rows + 1) · 4 (int32 indices)."""
     nnz = int(np.count_nonzero(W_out_in))
     return nnz * (itemsize + INDEX_BYTES) + (W_out_in.shape[0] + 1) * INDEX_BYTES
 
 
 def nm_bytes(size: int, n: int, m: int, itemsize: int) -> int:
+    """Bytes of an N:M-sparse tensor: size·(M−N)/M kept values, ⌈log₂ M⌉ position bits each."""
     slots = size * (m - n) // m
     return slots * itemsize + math.ceil(slots * math.ceil(math.log2(m)) / 8)
 
@@ -72,6 +77,7 @@ def detect_nm(W_out_in: np.ndarray, itemsize: int):
 
 
 def tensor_report(name: str, W_out_in: np.ndarray, itemsize: int | None = None) -> TensorReport:
+    """The `TensorReport` of W [out, in], counted at `itemsize` bytes per value (default W's)."""
     itemsize = W_out_in.dtype.itemsize if itemsize is None else itemsize
     nm, nm_size = detect_nm(W_out_in, itemsize)
     return TensorReport(name, tuple(W_out_in.shape), int(W_out_in.size),

@@ -44,6 +44,7 @@ from .masks import apply_masks, check_sparsity, from_out_in, out_in, parse_nm, \
 
 @dataclasses.dataclass(frozen=True)
 class SparseGPTResult:
+    """The pruned, reconstructed W, its keep-mask, the layer error with and without update."""
     weight: np.ndarray          # [out, in] pruned and reconstructed, W's dtype
     keep: np.ndarray            # [out, in] bool keep-mask
     error: float                # ‖W X − Ŵ X‖² / n  (= ½ tr(ΔW H ΔWᵀ))

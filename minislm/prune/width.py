@@ -64,6 +64,7 @@ IMPORTANCE = ("minitron", "voice-thesis")
 
 @dataclasses.dataclass
 class WidthImportance:
+    """Importance of each query head [L, H], MLP neuron [L, F] and embedding channel [C]."""
     heads: np.ndarray      # [L, H]  per query head
     neurons: np.ndarray    # [L, F]  per MLP neuron
     channels: np.ndarray   # [C]     per embedding channel, summed over the norms

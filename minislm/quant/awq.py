@@ -37,6 +37,7 @@ from .rtn import QuantizedMatrix, output_error, quantize_rtn
 
 @dataclass(frozen=True)
 class AWQResult:
+    """AWQ's codes of W diag(s), the input scales s, the chosen α and the error against plain RTN."""
     quantized: QuantizedMatrix   # RTN codes of W diag(s)
     input_scale: np.ndarray      # s float32 [in]: forward uses x / s
     alpha: float                 # the chosen exponent

@@ -39,6 +39,7 @@ from ..model import families
 
 @dataclass(frozen=True)
 class EoRAResult:
+    """Factors A [r, in], B [out, r] and ‖ΔW X‖² / n before, with EoRA and with plain SVD."""
     A: np.ndarray            # float32 [r, in]
     B: np.ndarray            # float32 [out, r]
     error_before: float      # ‖ΔW X‖² / n without compensation

@@ -64,6 +64,7 @@ from .rtn import PER_TENSOR, QuantizedMatrix, check_scheme, dequantize, dequanti
 
 @dataclass(frozen=True)
 class GPTQResult:
+    """GPTQ's codes and grid, its error ‖W X − Ŵ X‖² / n beside RTN's, the damping used."""
     quantized: QuantizedMatrix     # codes, grid and the weight-space error
     error_gptq: float              # ‖W X − Ŵ X‖² / n of GPTQ
     error_rtn: float               # the same for plain round-to-nearest on the same grid

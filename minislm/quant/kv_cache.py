@@ -49,4 +49,5 @@ class Int8KVCache(KVCache):
 
     @property
     def nbytes(self) -> int:
+        """Bytes allocated for the int8 codes and float32 scales of keys and values."""
         return sum(a.nbytes for entry in self.k + self.v if entry is not None for a in entry)

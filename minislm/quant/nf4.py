@@ -111,6 +111,7 @@ def pack_nibbles(q: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NF4Result:
+    """The NF4 tensor and its error: max |w − ŵ| and mean (w − ŵ)²."""
     tensor: NF4Tensor
     max_abs_error: float         # max |w − ŵ|
     mse: float                   # mean (w − ŵ)²

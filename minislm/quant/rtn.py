@@ -56,10 +56,12 @@ class QuantizedMatrix:
     grid: str | None = None          # the GGUF grid the codes were chosen on
 
     def dequantize(self) -> np.ndarray:
+        """ŵ = s · (q − z) per group (s · q + lo on a grid with mins), float32 [out, in]."""
         return dequantize(self.q, self.scales, self.zeros, self.group_size, self.mins)
 
 
 def check_scheme(bits: int, group_size: int, n_in: int | None = None) -> None:
+    """Raise InputError unless `bits` is supported and `group_size` is a positive integer, -1 or 0."""
     if bits not in SUPPORTED_BITS:
         raise InputError(f"quantization bits must be one of {SUPPORTED_BITS}, found {bits!r}")
     if not isinstance(group_size, (int, np.integer)) or group_size < -1:

@@ -168,3 +168,14 @@ def test_cost_model_counts_the_gemma_parameters_and_windows(gemma):
                                                                  "norm_mlp_out"}
     r = estimate(model.config, "siracusa", context=30)
     assert r["fits"] and r["tokens_per_s"] > 0
+
+
+def test_gguf_export_refuses_gemma_clearly(gemma, tmp_path):
+    """GGUF export maps GPT-2 and LLaMA only: a Gemma model is refused with a clear error
+    instead of a file with LLaMA's tensor names and Gemma's four norms missing."""
+    from minislm.errors import InputError
+    from minislm.quant.gguf_export import export_gguf
+    _, _, model = gemma
+    with pytest.raises(InputError, match="gemma3 model is not supported"):
+        export_gguf(model, tmp_path / "g.gguf")
+    assert not (tmp_path / "g.gguf").exists()

@@ -8,6 +8,22 @@ record says where each piece of the decoder lives in them. The forward
 orientation, so GPTQ, WANDA, LoRA, RTN and the cost model have one code path
 for every family.
 
+Adding a family. Gemma 3 and Gemma 2 were added this way, with no branch on the
+family's name anywhere else: (1) `config.py` gets a reader and a writer for the
+model_type's config.json (`READERS`, `WRITERS`) and any new hyperparameter as a
+Config field with a neutral default (query_pre_attn_scalar, sliding_window,
+layer_types, soft-caps); (2) this file gets a `Family` row naming the checkpoint's
+tensors relative to its prefix — embedding, positions, final norm, the block's
+norms by role (attn_in, mlp_in, optionally attn_out, mlp_out, q, k), the q/k/v
+projections (one fused or three), the MLP inputs (fc, or gate and up for a gated
+MLP), the activation, the layout, and flags for what the block does differently
+(layer_norm, rope, norm_offset, scaled_embedding, heads_span_width); (3) only a
+piece no family has yet is written as a new small function beside its backward in
+`layers.py` (Gemma needed none: soft-capping and sliding windows became arguments of
+the attention). The forward, the backward, calibration, pruning, quantization, LoRA
+and the cost model then read the new table; tests compare it with transformers on
+random tiny configs (tests/test_gemma.py is the template).
+
 Layout traps, stated once:
   * GPT-2 stores linear weights as Conv1D, shape (in, out): y = x W + b.
     Its `c_attn` fuses q, k, v along the output axis: W[:, 0:C] is q, W[:, C:2C]

@@ -130,9 +130,9 @@ def layer_norm_forward(x, w, b, eps):
     """y = x̂ · w + b with x̂ = (x − μ) · r, r = 1/√(σ² + ε), μ and σ² over the last axis C."""
     mu = x.mean(-1, keepdims=True)                                       # [..., 1]
     xc = x - mu
-    r = 1.0 / np.sqrt((xc * xc).mean(-1, keepdims=True) + eps)           # [..., 1]
-    xhat = xc * r                                                        # [..., C]
-    return xhat * w + b, NormCache(xhat, r, w)
+    sigma = np.sqrt((xc * xc).mean(-1, keepdims=True) + eps)             # [..., 1]
+    xhat = xc / sigma                                                    # [..., C]
+    return xhat * w + b, NormCache(xhat, 1.0 / sigma, w)
 
 
 def layer_norm_backward(dy, cache: NormCache):
@@ -159,9 +159,9 @@ def layer_norm(x, w, b, eps):
 
 def rms_norm_forward(x, w, eps):
     """y = x̂ · w with x̂ = x · r, r = 1/√(mean(x²) + ε) over the last axis C."""
-    r = 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)             # [..., 1]
-    xhat = x * r
-    return xhat * w, NormCache(xhat, r, w)
+    rms = np.sqrt((x * x).mean(-1, keepdims=True) + eps)                 # [..., 1]
+    xhat = x / rms
+    return xhat * w, NormCache(xhat, 1.0 / rms, w)
 
 
 def rms_norm_backward(dy, cache: NormCache):
@@ -229,8 +229,8 @@ def gelu_tanh(x):
 # ------------------------------------------------------------------------ SiLU
 def silu_forward(x):
     """y = x σ(x), σ(x) = 1 / (1 + e^(−x))."""
-    s = 1.0 / (1.0 + np.exp(-x))
-    return x * s, (x, s)
+    e = 1.0 + np.exp(-x)
+    return x / e, (x, 1.0 / e)
 
 
 def silu_backward(dy, cache):

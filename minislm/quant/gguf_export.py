@@ -57,6 +57,9 @@ EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
 
 
+EXPORT_FAMILIES = ("gpt2", "llama")
+
+
 def llama3_rope_factors(config) -> np.ndarray:
     """Divisors of each RoPE frequency under llama3 scaling (llama.cpp's `rope_freqs`)."""
     s = config.rope_scaling
@@ -173,6 +176,10 @@ def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export",
         raise InputError(f"--type must be one of {EXPORT_TYPES}, found {qtype!r}")
     cfg = model.config
     arch = cfg.family
+    if arch not in EXPORT_FAMILIES:
+        raise InputError(f"GGUF export writes {' and '.join(EXPORT_FAMILIES)} models; this "
+                         f"{arch} model is not supported yet (its extra norms and GGUF tensor "
+                         "names are not mapped)")
     meta = {"general.architecture": arch, "general.name": name,
             "general.file_type": FILE_TYPE[qtype],
             f"{arch}.context_length": cfg.max_position,

@@ -114,9 +114,9 @@ def norm_step(model, module, x, keep=False):
     if fam.norm_offset:
         w = w + fam.norm_offset                         # Gemma: y = x̂ (1 + w)
     if fam.layer_norm:
-        y, cache = layer_norm_forward(x, w, P[module + ".bias"], cfg.norm_eps)
+        y, cache = layer_norm_forward(x, w, P[module + ".bias"], cfg.norm_eps, keep)
     else:
-        y, cache = rms_norm_forward(x, w, cfg.norm_eps)
+        y, cache = rms_norm_forward(x, w, cfg.norm_eps, keep)
     return y, (NormRecord(module, fam.layer_norm, cache) if keep else None)
 
 
@@ -211,9 +211,9 @@ def block(model, i, x, pos, cache=None, slot=None, observer=None, keep=False):
     m, mlp_norm = norm_step(model, norms["mlp_in"], x, keep)
     ins = [linear_step(model, f"{p}{mod}.weight", m, observer, keep) for mod, _ in fam.mlp]
     if len(ins) == 2:                                              # gated: act(g) ⊙ u
-        h, act = glu_forward(ins[0][0], ins[1][0], fam.activation)
+        h, act = glu_forward(ins[0][0], ins[1][0], fam.activation, keep)
     else:
-        h, act = ACTIVATIONS[fam.activation][0](ins[0][0])        # [B, T, F]
+        h, act = ACTIVATIONS[fam.activation][0](ins[0][0], keep)  # [B, T, F]
     y, out_rec = linear_step(model, f"{p}{fam.mlp_out[0]}.weight", h, observer, keep)
     y, mlp_out_norm = _optional_norm(model, norms.get("mlp_out"), y, keep)
     record = BlockRecord(attn_norm, [r for _, r in proj], q_norm, k_norm, rope, att, o_rec,

@@ -126,13 +126,21 @@ class NormCache:
     w: np.ndarray                 # the gain [C]
 
 
-def layer_norm_forward(x, w, b, eps):
-    """y = x̂ · w + b with x̂ = (x − μ) · r, r = 1/√(σ² + ε), μ and σ² over the last axis C."""
+def layer_norm_forward(x, w, b, eps, keep=True):
+    """y = x̂ · w + b with x̂ = (x − μ) · r, r = 1/√(σ² + ε), μ and σ² over the last axis C.
+
+    keep=False (inference): no cache, and x − μ is divided by √(σ² + ε) rather than
+    multiplied by r — the same number to the last bit or one off; each forward keeps
+    the rounding it has always had, so printed results do not move.
+    """
     mu = x.mean(-1, keepdims=True)                                       # [..., 1]
     xc = x - mu
     sigma = np.sqrt((xc * xc).mean(-1, keepdims=True) + eps)             # [..., 1]
-    xhat = xc / sigma                                                    # [..., C]
-    return xhat * w + b, NormCache(xhat, 1.0 / sigma, w)
+    if not keep:
+        return xc / sigma * w + b, None
+    r = 1.0 / sigma
+    xhat = xc * r                                                        # [..., C]
+    return xhat * w + b, NormCache(xhat, r, w)
 
 
 def layer_norm_backward(dy, cache: NormCache):
@@ -154,14 +162,18 @@ def layer_norm_backward(dy, cache: NormCache):
 
 def layer_norm(x, w, b, eps):
     """LayerNorm: y = (x − μ) / √(σ² + ε) · w + b, statistics over the last axis C."""
-    return layer_norm_forward(x, w, b, eps)[0]
+    return layer_norm_forward(x, w, b, eps, keep=False)[0]
 
 
-def rms_norm_forward(x, w, eps):
-    """y = x̂ · w with x̂ = x · r, r = 1/√(mean(x²) + ε) over the last axis C."""
+def rms_norm_forward(x, w, eps, keep=True):
+    """y = x̂ · w with x̂ = x · r, r = 1/√(mean(x²) + ε) over the last axis C
+    (keep=False: no cache, x divided by the root, as in `layer_norm_forward`)."""
     rms = np.sqrt((x * x).mean(-1, keepdims=True) + eps)                 # [..., 1]
-    xhat = x / rms
-    return xhat * w, NormCache(xhat, 1.0 / rms, w)
+    if not keep:
+        return x / rms * w, None
+    r = 1.0 / rms
+    xhat = x * r
+    return xhat * w, NormCache(xhat, r, w)
 
 
 def rms_norm_backward(dy, cache: NormCache):
@@ -181,7 +193,7 @@ def rms_norm_backward(dy, cache: NormCache):
 
 def rms_norm(x, w, eps):
     """RMSNorm: y = x / √(mean(x²) + ε) · w (no centring, no bias)."""
-    return rms_norm_forward(x, w, eps)[0]
+    return rms_norm_forward(x, w, eps, keep=False)[0]
 
 
 # ------------------------------------------------------------------- GELU-tanh
@@ -193,7 +205,7 @@ def gelu_tanh_reference(x):
     return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * (x * x * x))))
 
 
-def gelu_tanh_forward(x):
+def gelu_tanh_forward(x, keep=True):
     """y = ½ x (1 + t),  t = tanh u,  u = √(2/π) (x + 0.044715 x³)  (GPT-2's `gelu_new`).
 
     Fast form of `gelu_tanh_reference`: t is evaluated inside one buffer (a chain
@@ -208,7 +220,7 @@ def gelu_tanh_forward(x):
     y = t + 1.0
     y *= x
     y *= 0.5
-    return y, (x, t)
+    return y, ((x, t) if keep else None)
 
 
 def gelu_tanh_backward(dy, cache):
@@ -223,14 +235,16 @@ def gelu_tanh_backward(dy, cache):
 
 def gelu_tanh(x):
     """GELU-tanh: `gelu_tanh_forward` without the cache."""
-    return gelu_tanh_forward(x)[0]
+    return gelu_tanh_forward(x, keep=False)[0]
 
 
 # ------------------------------------------------------------------------ SiLU
-def silu_forward(x):
-    """y = x σ(x), σ(x) = 1 / (1 + e^(−x))."""
-    e = 1.0 + np.exp(-x)
-    return x / e, (x, 1.0 / e)
+def silu_forward(x, keep=True):
+    """y = x σ(x), σ(x) = 1 / (1 + e^(−x)) (keep=False: no cache, x divided by 1 + e^(−x))."""
+    if not keep:
+        return x / (1.0 + np.exp(-x)), None
+    s = 1.0 / (1.0 + np.exp(-x))
+    return x * s, (x, s)
 
 
 def silu_backward(dy, cache):
@@ -241,7 +255,7 @@ def silu_backward(dy, cache):
 
 def silu(x):
     """SiLU (swish): x · σ(x)."""
-    return silu_forward(x)[0]
+    return silu_forward(x, keep=False)[0]
 
 
 ACTIVATIONS = {"gelu_tanh": (gelu_tanh_forward, gelu_tanh_backward),
@@ -249,10 +263,10 @@ ACTIVATIONS = {"gelu_tanh": (gelu_tanh_forward, gelu_tanh_backward),
 
 
 # --------------------------------------------------------------- gated MLP (GLU)
-def glu_forward(g, u, act="silu"):
+def glu_forward(g, u, act="silu", keep=True):
     """h = act(g) ⊙ u: LLaMA's SwiGLU (act = SiLU), Gemma's GeGLU (act = GELU-tanh)."""
-    a, act_cache = ACTIVATIONS[act][0](g)
-    return a * u, (a, u, act, act_cache)
+    a, act_cache = ACTIVATIONS[act][0](g, keep)
+    return a * u, ((a, u, act, act_cache) if keep else None)
 
 
 def glu_backward(dh, cache):
@@ -378,25 +392,56 @@ def attention_forward(q, k, v, q_start: int = 0, keep: bool = True, scale: float
         s = q kᵀ · scale  (scale = 1/√D unless given),  s = cap · tanh(s / cap) if softcap,
         p = softmax(s + mask),  o = p v   -> [B, H, T, D]
 
-    Fast form of `attention_reference`: queries are taken `block` at a time (default
-    ATTENTION_BLOCK); a block of queries a … b−1 only needs the keys
-    0 … q_start + b − 1, so the scores never hold the masked upper triangle beyond
-    one block (about half the work and memory of the full [T, S] scores at
-    T = 512; 2× faster there). Each row's softmax is unchanged. With `keep`, the
-    weights p are kept for the backward (zero where masked); without, cache is None.
+    keep=True (training): the weights p [B, K, G, T, S] are kept for the backward, so
+    they are computed whole: the G query heads of a KV head stacked along the rows,
+    one product of [G·T, D] by [D, S] per KV head. keep=False (inference, cache None):
+    the fast form of `attention_reference`, queries taken `block` at a time (default
+    ATTENTION_BLOCK): a block of queries a … b−1 only needs the keys up to
+    q_start + b − 1, so the scores never hold the masked upper triangle beyond one
+    block (about half the work and memory at T = 512; 2× faster there).
     """
-    block = block or ATTENTION_BLOCK
     B, H, T, D = q.shape
     K, S = k.shape[1], k.shape[2]
     G = H // K
     scale = 1.0 / math.sqrt(D) if scale is None else scale
+    if not keep:
+        return _attention_blocked(q, k, v, q_start, scale, window, softcap,
+                                  block or ATTENTION_BLOCK), None
+    s = (q.reshape(B, K, G * T, D) @ k.swapaxes(-1, -2)) * scale        # [B, K, G·T, S]
+    capped = None
+    if softcap:
+        capped = np.tanh(s / softcap)
+        s = capped * softcap
+        capped = capped.reshape(B, K, G, T, S)
+    s = s.reshape(B, K, G, T, S)
+    s[..., _hidden_keys(q_start, T, S, window)] = -np.inf
+    s -= s.max(-1, keepdims=True)
+    p = np.exp(s, out=s)
+    p /= p.sum(-1, keepdims=True)                                        # [B, K, G, T, S]
+    o = (p.reshape(B, K, G * T, S) @ v).reshape(B, H, T, D)              # [B, H, T, D]
+    return o, AttentionCache(q, k, v, p, scale, capped)
+
+
+def _hidden_keys(q_start, T, S, window, a=0, lo=0):
+    """[T, S − lo] mask of the keys lo … S − 1 that queries a … a + T − 1 (at positions
+    q_start + a …) may not see: those after the query, and those that left its window."""
+    keys = np.arange(lo, S)[None, :]
+    pos = (q_start + np.arange(a, a + T))[:, None]
+    hidden = keys > pos
+    if window is not None:
+        hidden |= keys <= pos - window
+    return hidden
+
+
+def _attention_blocked(q, k, v, q_start, scale, window, softcap, block):
+    """`attention_forward` for inference, `block` queries at a time (see there)."""
+    B, H, T, D = q.shape
+    K, S = k.shape[1], k.shape[2]
+    G = H // K
     qg = q.reshape(B, K, G, T, D)                                  # [B, K, G, T, D]
     kt = k[:, :, None].swapaxes(-1, -2)                            # [B, K, 1, D, S]
     vg = v[:, :, None]                                             # [B, K, 1, S, D]
-    dtype = np.result_type(q, k, v)
-    out = np.empty((B, K, G, T, D), dtype=dtype)
-    p_all = np.zeros((B, K, G, T, S), dtype=dtype) if keep else None
-    capped_all = np.zeros((B, K, G, T, S), dtype=dtype) if keep and softcap else None
+    out = np.empty((B, K, G, T, D), dtype=np.result_type(q, k, v))
     for a in range(0, T, block):
         b = min(a + block, T)
         S_b = min(S, q_start + b)                                  # keys the block can see
@@ -406,24 +451,15 @@ def attention_forward(q, k, v, q_start: int = 0, keep: bool = True, scale: float
         if softcap:
             scores /= softcap
             np.tanh(scores, out=scores)
-            if keep:
-                capped_all[:, :, :, a:b, lo:S_b] = scores
             scores *= softcap
         if b - a > 1 or window is not None:
-            keys = np.arange(lo, S_b)[None, :]                     # [1, S_b−lo]
-            pos = (q_start + np.arange(a, b))[:, None]             # [b−a, 1]
-            hidden = keys > pos                                    # key after the query
-            if window is not None:
-                hidden |= keys <= pos - window                     # key left the window
+            hidden = _hidden_keys(q_start, b - a, S_b, window, a, lo)
             scores += np.where(hidden, -np.inf, 0.0).astype(scores.dtype)
         scores -= scores.max(-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(-1, keepdims=True)                    # softmax over the keys
         np.matmul(scores, vg[:, :, :, lo:S_b], out=out[:, :, :, a:b])
-        if keep:
-            p_all[:, :, :, a:b, lo:S_b] = scores
-    cache = AttentionCache(q, k, v, p_all, scale, capped_all) if keep else None
-    return out.reshape(B, H, T, D), cache
+    return out.reshape(B, H, T, D)
 
 
 def attention_backward(do, cache: AttentionCache):

@@ -166,6 +166,7 @@ def measurement_key(eval_options: dict) -> dict:
 
 @dataclass
 class PipelineConfig:
+    """The top level of a pipeline config, checked: model, stage tables, eval, calibration, seed."""
     model: str
     stages: list
     eval: dict = field(default_factory=lambda: dict(DEFAULT_EVAL))
@@ -232,6 +233,7 @@ def input_paths(pc: PipelineConfig) -> list:
 
 @dataclass
 class PlannedStage:
+    """One stage after `plan`: position, name, checked options, predicted config and key."""
     index: int                 # 1-based position in the pipeline
     name: str
     options: dict              # defaults merged with the config's, validated
@@ -241,6 +243,7 @@ class PlannedStage:
 
     @property
     def label(self) -> str:
+        """"NN_name", the stage's folder name (e.g. "02_quantize")."""
         return f"{self.index:02d}_{self.name}"
 
 

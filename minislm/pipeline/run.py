@@ -104,6 +104,7 @@ def _marker(folder: Path) -> dict | None:
 
 @dataclass
 class Row:
+    """One row of the report: a stage (or the baseline), its options, metrics, time and folder."""
     label: str                 # "baseline" or "NN_name"
     stage: str
     options: dict

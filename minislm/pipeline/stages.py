@@ -57,6 +57,8 @@ class Context:
 
 
 class Stage(NamedTuple):
+    """A stage: its default options, `check(options, config, where) -> config` and
+    `run(model, options, ctx) -> model`."""
     defaults: dict
     check: Callable          # check(options, config, where) -> config after the stage
     run: Callable            # run(model, options, ctx) -> model
@@ -117,6 +119,7 @@ def _train(model, o, ctx):
 
 
 def run_finetune(model, o, ctx):
+    """Full fine-tuning on the stage's data (`adapt.finetune`); pruning masks re-applied if kept."""
     tuned = _train(model, o, ctx)
     return _keep_masks(tuned) if o["keep_masks"] else tuned
 
@@ -127,6 +130,7 @@ DEPTH_METHODS = ("ppl", "block", "magnitude", "taylor", "middle")
 
 
 def check_depth_prune(o, cfg, where):
+    """Refuse a block count outside [1, L − 1], an unknown method or impossible protected blocks."""
     k = o["layers"]
     require(isinstance(k, int) and 0 < k < cfg.n_layer, where, f"layers (blocks to remove) must "
             f"be an integer in [1, {cfg.n_layer - 1}] for a {cfg.n_layer}-layer model, found {k!r}")
@@ -141,6 +145,7 @@ def check_depth_prune(o, cfg, where):
 
 
 def run_depth_prune(model, o, ctx):
+    """Remove `layers` blocks ranked by `method` (`prune.depth.depth_prune`)."""
     batches = None if o["method"] in ("magnitude", "middle") else ctx.calib_ids()
     return depth.depth_prune(model, o["layers"], method=o["method"], token_batches=batches,
                              protect_first=o["protect_first"], protect_last=o["protect_last"],
@@ -165,6 +170,8 @@ def _trim_sizes(o, cfg) -> dict:
 
 
 def check_width_prune(o, cfg, where):
+    """Refuse bad trimming fractions, or a sparsity / N:M the linears' widths cannot take;
+    the config after Minitron trimming."""
     method = o["method"]
     require(method in ("wanda", "magnitude", "sparsegpt", "minitron"), where,
             f"method must be wanda, magnitude, sparsegpt or minitron, found {method!r}")
@@ -202,6 +209,7 @@ def check_width_prune(o, cfg, where):
 
 
 def run_width_prune(model, o, ctx):
+    """Minitron trimming, or magnitude / WANDA / SparseGPT pruning to a sparsity or N:M pattern."""
     method = o["method"]
     if method == "minitron":
         return width.width_trim(model, ctx.calib_ids(), progress=ctx.progress,
@@ -238,6 +246,7 @@ def check_lora(o, cfg, where):
 
 
 def run_lora(model, o, ctx):
+    """Add LoRA adapters, train them on the stage's data, merge them: W = W₀ + (α/r)·B·A."""
     adapted = lora.add_lora(model, o["rank"], o["alpha"], o["dropout"], o["targets"],
                             seed=ctx.seed)
     merged = lora.merge(_train(adapted, o, ctx))
@@ -289,6 +298,7 @@ def check_quantize(o, cfg, where):
 
 
 def run_quantize(model, o, ctx):
+    """Every block linear quantized by `method` (`quant.model_quant.quantize_model`)."""
     calibrated = o["method"] != "rtn" or o["eora_rank"] > 0
     quantized, _ = model_quant.quantize_model(
         model, o["method"], o["bits"], o["group_size"], o["sym"], o["act_order"], o["damp"],
@@ -302,6 +312,7 @@ EORA = {"rank": 8}
 
 
 def check_eora(o, cfg, where):
+    """Refuse a rank that is not a positive integer."""
     require(isinstance(o["rank"], int) and o["rank"] > 0, where,
             f"rank must be a positive integer, found {o['rank']!r}")
     return cfg
@@ -320,6 +331,7 @@ GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 
 
 def check_export(o, cfg, where):
+    """Refuse export formats other than "hf" and "gguf", or an unknown GGUF tensor type."""
     formats = o["formats"]
     require(isinstance(formats, list) and formats and set(formats) <= {"hf", "gguf"}, where,
             f"formats must be a non-empty list of 'hf' and 'gguf', found {formats!r}")

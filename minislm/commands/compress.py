@@ -10,6 +10,7 @@ HELP = "compress a model stage by stage (prune, LoRA, quantize, EoRA, export) an
 
 
 def add_arguments(p):
+    """Declare `minislm compress`'s options on the subparser p."""
     p.add_argument("--config", help="pipeline TOML (default: the built-in pipeline, "
                    "see configs/default.toml)")
     p.add_argument("--model", help="HF checkpoint folder (overrides the config's model; "
@@ -31,6 +32,8 @@ def add_run_options(p):
 
 
 def run(args) -> int:
+    """Run the pipeline (--config, or the built-in one), print its report and log the run;
+    0 on success."""
     from ..evaluate.runlog import append_run
     from ..pipeline import DEFAULT_PIPELINE, compress, load_config
     start = time.perf_counter()

@@ -9,6 +9,7 @@ HELP = "convert IN.gguf (llama, gemma3, gpt2; quantized tensors dequantized to f
 
 
 def add_arguments(p):
+    """Declare `minislm convert`'s options on the subparser p."""
     p.add_argument("gguf", metavar="IN.gguf", help="GGUF file to read")
     p.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, "
                                                 "tokenizer.json, tokenizer_config.json)")
@@ -16,6 +17,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Read IN.gguf and write it as a Hugging Face folder at --out; 0 on success."""
     import json
     from pathlib import Path
 

@@ -12,6 +12,7 @@ HELP = "predict memory fit, latency and tokens/s of a model on Siracusa or a Jet
 
 
 def add_arguments(p):
+    """Declare `minislm cost`'s options on the subparser p."""
     from minislm.hardware.devices import DEVICES
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="HF checkpoint folder (config.json + *.safetensors); bits "
@@ -39,6 +40,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Estimate a model's memory fit, latency and tokens/s on a device and print it (or JSON);
+    0 on success."""
     from minislm.config import Config
     from minislm.errors import InputError
     from minislm.hardware import estimate, format_report, get_device

@@ -11,6 +11,7 @@ HELP = "knowledge distillation: T²·KL(teacher‖student) mixed with the hard-l
 
 
 def add_arguments(p):
+    """Declare `minislm distill`'s options on the subparser p."""
     p.add_argument("--teacher", required=True, help="HF checkpoint folder of the teacher")
     p.add_argument("--student", required=True,
                    help="HF checkpoint folder of the student (same tokenizer/vocabulary)")

@@ -5,6 +5,7 @@ HELP = "download REPO_ID (safetensors only, revision pinned) into weights/, or o
 
 
 def add_arguments(p):
+    """Declare `minislm download`'s options on the subparser p."""
     p.add_argument("repo_id")
     p.add_argument("--revision", default=None, help="branch, tag or commit (resolved and pinned)")
     p.add_argument("--out-dir", default="weights")
@@ -13,6 +14,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Download REPO_ID's safetensors checkpoint (or one GGUF file with --file); 0 on success."""
     if args.file is not None:
         from minislm.gguf.download import download_gguf
         path = download_gguf(args.repo_id, args.file, revision=args.revision,

@@ -9,6 +9,7 @@ HELP = "evaluate a model: perplexity, QA, tool-call or multiple-choice accuracy,
 
 
 def add_arguments(p):
+    """Declare `minislm eval`'s options on the subparser p."""
     from ..evaluate.tasks import TASKS
     p.add_argument("--model", required=True, help="HF checkpoint folder")
     p.add_argument("--task", required=True, choices=TASKS)
@@ -32,6 +33,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Measure one task on one model, print a summary line (or JSON) and log the run;
+    0 on success."""
     from .. import load
     from ..evaluate.facts import bytes_on_disk, count_params
     from ..threads import auto_threads, blas_threads
@@ -59,6 +62,7 @@ def run(args) -> int:
 
 
 def summary_line(r: dict) -> str:
+    """One line of a task's result, e.g. "perplexity 31.416 over 4096 tokens (T=256, S=128) ..."."""
     head = {"ppl": f"perplexity {r.get('perplexity', float('nan')):.3f} over {r.get('tokens')} "
                    f"tokens (T={r.get('seqlen')}, S={r.get('stride')})",
             "qa": "QA accuracy " + ", ".join(f"{m}-book {r[f'accuracy_{m}']:.3f}"

@@ -8,6 +8,7 @@ HELP = "export a GPT-2 or LLaMA checkpoint to GGUF (f32, f16, q8_0, q4_0, q4_1, 
 
 
 def add_arguments(p):
+    """Declare `minislm export-gguf`'s options on the subparser p."""
     from minislm.quant.gguf_export import EXPORT_TYPES
     p.add_argument("--model", required=True, help="HF checkpoint folder")
     p.add_argument("--type", choices=EXPORT_TYPES, default="f16", help="tensor type (default f16)")
@@ -20,6 +21,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Write --model as a GGUF file of tensor type --type at --out; 0 on success."""
     import sys
     import warnings
 

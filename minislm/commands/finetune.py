@@ -11,6 +11,7 @@ HELP = "fine-tune a checkpoint on toolcall / requirements / a file: full, or LoR
 
 
 def add_arguments(p):
+    """Declare `minislm finetune`'s options on the subparser p."""
     p.add_argument("--model", required=True, help="HF checkpoint folder")
     p.add_argument("--data", required=True,
                    help="'toolcall', 'requirements', a JSONL of prompt/response (or text) rows, "

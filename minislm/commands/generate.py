@@ -10,6 +10,7 @@ HELP = "generate text from a prompt with a checkpoint folder"
 
 
 def add_arguments(p):
+    """Declare `minislm generate`'s options on the subparser p."""
     p.add_argument("--model", required=True, help="HF checkpoint folder")
     p.add_argument("--prompt", required=True, type=options.text)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -23,6 +24,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Continue --prompt with --model, streaming the new text to stdout; 0 on success."""
     import minislm
     from minislm.tokenizer import decode, encode
     model = minislm.load(args.model)

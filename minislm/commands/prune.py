@@ -25,6 +25,7 @@ WIDTH_IMPORTANCE = ("minitron", "voice-thesis")       # = minislm.prune.width.IM
 
 
 def add_arguments(p):
+    """Declare `minislm prune`'s options on the subparser p."""
     p.add_argument("--model", required=True, help="HF checkpoint folder (never modified)")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output folder for the pruned checkpoint")
@@ -64,6 +65,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Prune or trim --model by --method (calibrating where it needs to) into --out;
+    0 on success."""
     import minislm
     from minislm.calibration import calibration_batches
     from minislm.errors import ConfigError

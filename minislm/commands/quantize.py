@@ -9,6 +9,7 @@ HELP = "quantize a checkpoint's linear layers to packed b-bit weights (rtn | gpt
 
 
 def add_arguments(p):
+    """Declare `minislm quantize`'s options on the subparser p."""
     p.add_argument("--model", required=True, help="HF checkpoint folder (float)")
     p.add_argument("--method", choices=("rtn", "gptq", "awq", "nf4"), default="gptq",
                    help="nf4: QLoRA's 4-bit NormalFloat, blocks of 64 weights, double-quantized "
@@ -41,6 +42,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Quantize --model's linears by --method into a packed checkpoint at --out; 0 on success."""
     import minislm
     from minislm.errors import ConfigError
     from minislm.calibration import calibration_batches

@@ -11,6 +11,7 @@ HELP = "run a grid of compression pipelines and write one table (LLaMA thesis Ta
 
 
 def add_arguments(p):
+    """Declare `minislm sweep`'s options on the subparser p."""
     p.add_argument("--config", required=True, help="sweep TOML with [[sweep.axis]] tables "
                    "(see configs/sweep_tiny.toml)")
     p.add_argument("--model", help="HF checkpoint folder (overrides the config's model)")
@@ -22,6 +23,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Run the sweep's grid of pipelines into --out, print its table and log the run;
+    0 on success."""
     from ..evaluate.runlog import append_run
     from ..pipeline import load_config
     from ..sweep import sweep

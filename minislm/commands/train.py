@@ -26,6 +26,7 @@ HELP = "train a GPT-2/LLaMA model with the hand-written backward pass and AdamW"
 
 
 def add_arguments(p):
+    """Declare `minislm train`'s options on the subparser p."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="HF checkpoint folder to continue training")
     src.add_argument("--init", choices=["gpt2", "llama"], help="start from a new random model")
@@ -78,6 +79,8 @@ def load_splits(data: str) -> dict:
 
 
 def new_model(args, splits):
+    """A new model of --init's family and sizes,
+    with a tokenizer trained on the train split unless --tokenizer gives one."""
     from minislm.config import Config
     from minislm.data.tokenizer_train import train_tokenizer
     from minislm.errors import ConfigError
@@ -105,6 +108,7 @@ def new_model(args, splits):
 
 
 def greedy_sample(model, prompt: str, n: int = 40) -> str:
+    """The greedy continuation of `prompt` (at most n tokens, within max_position), decoded."""
     import numpy as np
 
     import minislm
@@ -119,6 +123,8 @@ def greedy_sample(model, prompt: str, n: int = 40) -> str:
 
 
 def write_plot(history, path: Path, title: str) -> bool:
+    """Write the training and validation loss curves as a PNG at `path`;
+    False (and a note) without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -143,6 +149,8 @@ def write_plot(history, path: Path, title: str) -> bool:
 
 
 def run(args) -> int:
+    """Train a new (--init) or loaded (--model) model on --data,
+    compare its validation perplexity with a unigram model's and write --out; 0 on success."""
     import minislm
     from minislm.checkpoint import atomic_write_text
     from minislm.errors import ConfigError

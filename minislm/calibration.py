@@ -86,9 +86,11 @@ class Stats:
         return np.sqrt(self._need("sq_norm")).astype(np.float32)
 
     def mean(self) -> np.ndarray:
+        """The mean input x̄ = Σ_t x_t / n [in], float32."""
         return (self._need("sum") / max(self.n, 1)).astype(np.float32)
 
     def mean_abs(self) -> np.ndarray:
+        """The mean magnitude Σ_t |x_tj| / n [in], float32 (AWQ's activation scale)."""
         return (self._need("abs_sum") / max(self.n, 1)).astype(np.float32)
 
     def hessian(self) -> np.ndarray:

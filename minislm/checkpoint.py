@@ -281,6 +281,7 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def atomic_write_text(path, text: str) -> Path:
+    """Write `text` as UTF-8 to `path` atomically (see `atomic_write_bytes`); returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -24,6 +24,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error: `minislm: error: COMMAND: message (see ... --help)`."""
 
     def error(self, message):
+        """Exit with status 2 and one `minislm: error: COMMAND: message` line pointing to --help."""
         command = self.prog.removeprefix("minislm").strip()
         where = f"{command}: " if command else ""
         self.exit(2, f"minislm: error: {where}{message} (see 'minislm {where and command + ' '}"
@@ -31,6 +32,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per module of `minislm.commands` that defines NAME."""
     parser = Parser(prog="minislm", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]) and return its exit status."""
     argv = sys.argv[1:] if argv is None else argv
     for stream in (sys.__stdout__, sys.__stderr__):   # a non-UTF-8 folder name (bytes on
         if hasattr(stream, "reconfigure"):                # Linux) prints as its own bytes

@@ -65,7 +65,8 @@ def _is_number(value) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    family: str               # "gpt2" | "llama"
+    """A decoder's dimensions and options, the same fields for every family, validated."""
+    family: str               # "gpt2" | "llama" | "gemma2" | "gemma3"
     vocab_size: int           # V
     d_model: int              # C
     n_layer: int              # L
@@ -120,6 +121,7 @@ class Config:
 
     @property
     def eos_ids(self) -> tuple:
+        """The end-of-sequence token ids as a tuple (config.json gives one, a list or none)."""
         if self.eos_token_id is None:
             return ()
         if isinstance(self.eos_token_id, (list, tuple)):
@@ -141,6 +143,7 @@ class Config:
 
     # ------------------------------------------------------------------ checks
     def validate(self, where: str = "config") -> None:
+        """Raise ConfigError naming the config.json field of the first value out of range."""
         def need(cond, field, expected, found):
             if not cond:
                 field = HF_KEYS.get(self.family, {}).get(field, field)
@@ -206,6 +209,7 @@ class Config:
     # --------------------------------------------------------------- reading
     @classmethod
     def from_hf_dict(cls, d: dict, where: str = "config.json") -> "Config":
+        """The Config of a config.json dict, read by its model type's reader (no remote code)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a JSON object, found {type(d).__name__}")
         if d.get("auto_map") or d.get("trust_remote_code"):
@@ -242,6 +246,7 @@ class Config:
 
     @classmethod
     def from_file(cls, path) -> "Config":
+        """The Config of a config.json file, with errors that name the file."""
         path = Path(path)
         if path.exists() and not path.is_file():   # a folder, or a FIFO that would block
             raise ConfigError(f"{path}: not a regular file (expected config.json)")

@@ -45,6 +45,7 @@ def resolve_folder(path) -> Path:
 
 
 def check_finite(name: str, arr: np.ndarray, where) -> None:
+    """Raise NumericalError naming the tensor when a float array holds NaN or Inf."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise NumericalError(f"{where}: tensor '{name}' contains {bad} NaN/Inf values")

@@ -68,6 +68,7 @@ def parse_size(text: str, where: str = ENV_VAR) -> int:
 
 
 def format_bytes(n: float) -> str:
+    """n bytes in decimal units for messages, e.g. "1.23 GB" (whole bytes below 1 kB)."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.2f} {unit}"

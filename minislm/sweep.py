@@ -40,6 +40,8 @@ NONE_VALUES = (None, 0, "none", False, "")
 
 @dataclass
 class Axis:
+    """One axis of a sweep: the stage and option it varies, its values,
+    the stage's fixed options."""
     name: str          # column title ("Depth", "N:M", "Quant")
     stage: str         # the stage this axis sets
     key: str           # the option it varies

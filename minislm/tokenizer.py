@@ -69,6 +69,7 @@ def _library_error(e: BaseException) -> bool:
 
 
 def encode(tokenizer, text: str) -> list[int]:
+    """The token ids of `text`; clear errors for a missing tokenizer or text that is not Unicode."""
     if tokenizer is None:
         raise TokenizerError("this model folder has no tokenizer.json; pass token ids instead")
     if not isinstance(text, str):

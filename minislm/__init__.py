@@ -1,7 +1,7 @@
 """minislm: small language models and their compression, in plain NumPy.
 
 Public API:
-    load(path) -> Model            an HF folder (GPT-2 or LLaMA-3.x, safetensors)
+    load(path) -> Model            an HF folder (GPT-2, LLaMA-3.x, Gemma 2/3) or a .gguf file
     forward(model, input_ids)      logits [B, T, V]
     generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, seed)
     save(model, path)              an HF folder transformers loads

@@ -8,7 +8,7 @@ the zeros in place (W ⊙ M, so any loader runs it unchanged) and the masks in
 
 Compression methods think of a weight as W [out, in] (one row per output, one
 column per input channel: y = x Wᵀ); GPT-2's Conv1D stores Wᵀ. `out_in` and
-`from_out_in` convert, so every method has one code path for both families.
+`from_out_in` convert, so every method has one code path for every family.
 
 N:M semi-structured sparsity: in every group of M consecutive input weights of
 a row (columns m·M … m·M + M − 1 of W [out, in]), at least N are zero.

@@ -14,7 +14,7 @@ their relative rounding error, and dividing the input by s_j keeps the product:
 set. The paper folds 1/s into the previous operator (a norm or linear); minislm
 keeps s beside the quantized weight (`input_scale`, one float per input channel)
 and divides the input by it in the forward — the same arithmetic, one place for
-both families (GPT-2's GELU before `c_proj` could not absorb it anyway).
+every family (GPT-2's GELU before `c_proj` could not absorb it anyway).
 
 Two departures from the paper and its reference code (llm-awq), both simplifications:
   * the objective is per linear layer, ‖W X − Ŵ X‖² computed from H, not the output

@@ -6,7 +6,7 @@ backward live side by side in `minislm.model`).
     optim.py             AdamW, gradient clipping, learning-rate schedules
     loop.py              the one optimisation loop (accumulation, clipping, AdamW,
                          schedule, resumable state) that train, finetune and distill run
-    init.py              a new model of either family (GPT-2's initialisation)
+    init.py              a new model (GPT-2's initialisation; GPT-2 or LLaMA configs)
     data.py              token streams and batches from a corpus
     trainer.py           training on a token stream, with checkpoints
 """

@@ -1,4 +1,4 @@
-"""A freshly initialised model of either family, ready to train.
+"""A freshly initialised model, ready to train (new configs: GPT-2 or LLaMA).
 
 Initialisation of GPT-2 (Radford et al. 2019, section 2.3; HF `_init_weights`):
 every linear weight and embedding ~ N(0, 0.02²), biases 0, norm gains 1,

@@ -161,15 +161,22 @@ def toolcall_model(recipe: dict = TOOLCALL_RECIPE):
     start = load_tiny(recipe["base"])
     if recipe["tool_tokens"]:
         start = special_tokens.add_tokens(start)
-    tuned, losses = finetune_toolcall(start, recipe)
-    partial = out_dir("toolcall-model") / f"{folder.name}.{os.getpid()}.tmp"
-    shutil.rmtree(partial, ignore_errors=True)
-    minislm.save(tuned, partial)
-    (partial / "training.json").write_text(json.dumps({"recipe": recipe, "losses": losses}))
-    try:
-        os.replace(partial, folder)
-    except OSError:                     # another lesson finished the same recipe first
+    return store_toolcall_model(*finetune_toolcall(start, recipe), recipe)
+
+
+def store_toolcall_model(tuned, losses, recipe: dict = TOOLCALL_RECIPE):
+    """Keep a model trained with `recipe` as the cached tool-calling model (lesson 07 trains
+    it anyway); a model already cached for the recipe stays. Returns the cached model."""
+    folder = _toolcall_folder(recipe)
+    if not (folder / "training.json").exists():
+        partial = out_dir("toolcall-model") / f"{folder.name}.{os.getpid()}.tmp"
         shutil.rmtree(partial, ignore_errors=True)
+        minislm.save(tuned, partial)
+        (partial / "training.json").write_text(json.dumps({"recipe": recipe, "losses": losses}))
+        try:
+            os.replace(partial, folder)
+        except OSError:                 # another lesson finished the same recipe first
+            shutil.rmtree(partial, ignore_errors=True)
     return minislm.load(folder)
 
 

@@ -15,19 +15,17 @@
 # autograd on transformers' model.
 
 # %%
-from pathlib import Path
-
 import numpy as np
 
 import minislm
+from common import WEIGHTS, load_tiny
 from minislm.model import layers as lb
 from minislm.model.block import Grads, block, block_backward
 from minislm.model.forward import positions
 from minislm.tokenizer import encode
 
-ROOT = Path(__file__).resolve().parents[1]
-FOLDER = ROOT / "weights" / "tiny-llama"
-model = minislm.load(FOLDER, dtype=np.float64)      # float64: finite differences need it
+FOLDER = WEIGHTS / "tiny-llama"
+model = load_tiny("llama", dtype=np.float64)       # float64: finite differences need it
 cfg, P = model.config, model.params
 rng = np.random.default_rng(0)
 
@@ -143,3 +141,15 @@ else:
             print(f"{name:45s} max relative difference {err:.1e}")
     print(f"loss: minislm {loss:.8f}, torch {out.loss.item():.8f}")
 assert torch_worst < 1e-5
+
+# %% [markdown]
+# ## Exercises (solutions: `lessons/solutions/04_backprop_through_a_block.py`)
+# 1. Redo the RMSNorm check with the step h = 1e-2 and h = 1e-12 instead of
+#    1e-6. Predict: both agree worse — the large step by truncation (error ∝ h²),
+#    the tiny one by rounding (error ∝ 1e-16 / h).
+# 2. Forget that the residual copies the gradient: use block_backward's dx₀
+#    minus R (the copy through the attention skip). Predict: the check on the
+#    input x₀ fails, the weights' checks still pass (they never see the skip).
+# 3. Run the RMSNorm check in float32. Predict: the finite difference with
+#    h = 1e-6 is rounding noise (float32 keeps ~7 digits), off by far more than
+#    in float64 — why the lesson loads the model in float64.

@@ -57,8 +57,8 @@ ops = 2 * op["macs"] + nano["dequant_ops_per_weight"] * op["macs"]     # one tok
 moved = op["weight_bytes"] + op["other_bytes"]                         # weights + activations
 seconds = max(ops / nano["peak_ops"], moved / nano["bandwidth"]) + nano["kernel_overhead_s"]
 print(f"{op['layer']} {op['op']}: {op['macs']:,.0f} MACs, {op['weight_bytes']:,.0f} weight "
-      f"bytes -> {1e6 * seconds:.1f} µs by hand, {1e6 * op['seconds']:.1f} µs in minislm.hardware "
-      f"(bottleneck {op['bottleneck']})")
+      f"bytes -> {1e6 * seconds:.1f} µs by hand, {1e6 * op['seconds']:.1f} µs in "
+      f"minislm.hardware (bottleneck {op['bottleneck']})")
 assert abs(seconds / op["seconds"] - 1) < 1e-9
 assert abs(sum(o["seconds"] for o in decode8["ops"]) / decode8["latency_s_per_token"] - 1) < 1e-6
 

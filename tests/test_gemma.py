@@ -190,3 +190,30 @@ def test_the_family_tables_name_transformers_tensors():
         cfg = minislm.config.Config.from_hf_dict(hf.config.to_dict())
         want = {n: tuple(p.shape) for n, p in hf.state_dict().items() if n != "lm_head.weight"}
         assert families.expected_shapes(cfg) == want
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("layer_types", ["sliding_attention"], "layer_types"),
+    ("layer_types", "sliding_attention", "layer_types"),
+    ("sliding_window_pattern", "6", "sliding_window_pattern"),
+    ("sliding_window", 0, "sliding_window"),
+    ("query_pre_attn_scalar", -1, "query_pre_attn_scalar"),
+    ("attn_logit_softcapping", "x", "attn_logit_softcapping"),
+    ("rope_parameters", {"full_attention": {"rope_theta": 1e6}, "sliding_attention": 3},
+     "sliding_attention"),
+    ("pad_token_id", 500, "pad_token_id"),
+    ("use_bidirectional_attention", True, "use_bidirectional_attention"),
+    ("hidden_activation", "relu", "hidden_activation"),
+])
+def test_bad_gemma_config_fields_are_named(field, value, message):
+    """A Gemma config.json with a junk field fails with a ConfigError naming the field as
+    the file spells it (never a TypeError from deep inside)."""
+    from minislm.config import Config
+    from minislm.errors import ConfigError
+    d = dict(model_type="gemma3_text", vocab_size=50, hidden_size=16, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=32)
+    Config.from_hf_dict(d)                                          # the base is fine
+    if field == "sliding_window_pattern":
+        d.pop("layer_types", None)
+    with pytest.raises(ConfigError, match=message):
+        Config.from_hf_dict(dict(d, **{field: value}))

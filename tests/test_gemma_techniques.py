@@ -179,3 +179,17 @@ def test_gguf_export_refuses_gemma_clearly(gemma, tmp_path):
     with pytest.raises(InputError, match="gemma3 model is not supported"):
         export_gguf(model, tmp_path / "g.gguf")
     assert not (tmp_path / "g.gguf").exists()
+
+
+def test_a_fresh_gemma_starts_with_unit_norm_gains(gemma):
+    """init_model stores Gemma's norm weights as w = 0 (the gain is 1 + w), as transformers'
+    own initialisation does, not as 1 (a gain of 2)."""
+    from minislm.train.init import init_model
+    hf, _, model = gemma
+    fresh = init_model(model.config, seed=0)
+    reference = type(hf)(hf.config).state_dict()                 # transformers' fresh init
+    norms = [n for n, p in reference.items() if p.ndim == 1 and "norm" in n]
+    assert norms
+    for name in norms:
+        np.testing.assert_array_equal(fresh.params[name], reference[name].numpy(), err_msg=name)
+        assert fresh.params[name].dtype == np.float32

@@ -1,7 +1,8 @@
 """A freshly initialised model, ready to train (new configs: GPT-2 or LLaMA).
 
 Initialisation of GPT-2 (Radford et al. 2019, section 2.3; HF `_init_weights`):
-every linear weight and embedding ~ N(0, 0.02²), biases 0, norm gains 1,
+every linear weight and embedding ~ N(0, 0.02²), biases 0, norm gains 1
+(stored as w = 1 − offset: Gemma's RMSNorm multiplies by 1 + w, so its w starts at 0),
 and the projections that write into the residual stream (attention output,
 MLP down/proj) ~ N(0, (0.02/√(2L))²) so the residual's variance does not grow
 with depth. The same scheme is used for LLaMA.
@@ -47,12 +48,13 @@ def init_model(config: Config, seed: int = 0, tokenizer=None, std: float = 0.02)
                 if lin.role in RESIDUAL_ROLES}
     residual_std = std / math.sqrt(2 * config.n_layer)
     shapes = families.expected_shapes(config, prefix)
+    gain = 1.0 - families.family(config).norm_offset     # the stored w whose gain is 1
     params = {}
     for name in sorted(shapes):                    # a fixed order: the same seed, the same model
         shape = shapes[name]
         if len(shape) == 1:
             is_gain = name.endswith("weight")      # LayerNorm / RMSNorm gains
-            params[name] = (np.ones if is_gain else np.zeros)(shape, dtype=np.float32)
+            params[name] = np.full(shape, gain if is_gain else 0.0, dtype=np.float32)
         else:
             s = residual_std if name in residual else std
             params[name] = (rng.standard_normal(shape) * s).astype(np.float32)

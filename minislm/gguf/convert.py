@@ -136,14 +136,28 @@ def hf_config(f: GGUFFile) -> dict:
                     attention_bias=False, mlp_bias=False, rope_theta=theta,
                     rope_parameters={"rope_type": "default", "rope_theta": theta})
     L = shape["num_hidden_layers"]
+    D = _meta(f, "attention.key_length")
+    # llama.cpp's gemma3 defaults (every 6th block global, local base 10000), unless the file
+    # names its sliding blocks (one bool each) and their RoPE base, as minislm's export does
+    window = _meta(f, "attention.sliding_window", None) or None   # none or 0: no sliding
+    sliding = _meta(f, "attention.sliding_window_pattern",
+                    [window is not None and (i + 1) % GEMMA3_SLIDING_PATTERN != 0
+                     for i in range(L)])
+    if not isinstance(sliding, (list, tuple, np.ndarray)) or len(sliding) != L:
+        raise CheckpointError(f"{f.path}: gemma3.attention.sliding_window_pattern must be one "
+                              f"bool per block ({L}), found {sliding!r}"[:300])
     return dict(   # gemma3: transformers' Gemma3TextConfig with the file's dimensions
         common, **shape, model_type="gemma3_text", architectures=["Gemma3ForCausalLM"],
-        head_dim=_meta(f, "attention.key_length"), hidden_activation="gelu_pytorch_tanh",
-        query_pre_attn_scalar=256, sliding_window=_meta(f, "attention.sliding_window"),
-        layer_types=["full_attention" if (i + 1) % GEMMA3_SLIDING_PATTERN == 0
-                     else "sliding_attention" for i in range(L)],
-        rope_parameters={"sliding_attention": {"rope_type": "default",
-                                               "rope_theta": GEMMA3_LOCAL_ROPE_BASE},
+        head_dim=D, hidden_activation="gelu_pytorch_tanh",
+        # llama.cpp scales q kᵀ by 1/√head_dim (transformers' default 256 is the same on
+        # the released 270M-12B models, whose head_dim is 256)
+        query_pre_attn_scalar=D, sliding_window=window,
+        layer_types=["sliding_attention" if window and bool(s) else "full_attention"
+                     for s in sliding],
+        rope_parameters={"sliding_attention": {
+                            "rope_type": "default",
+                            "rope_theta": float(_meta(f, "rope.freq_base_swa",
+                                                      GEMMA3_LOCAL_ROPE_BASE))},
                          "full_attention": {"rope_type": "default", "rope_theta": theta}},
         final_logit_softcapping=None, attn_logit_softcapping=None, attention_bias=False,
         attention_dropout=0.0, use_bidirectional_attention=False)

@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputError
-from ..gguf.convert import rope_rows_to_pairs
+from ..gguf.convert import GEMMA3_BLOCK, rope_rows_to_pairs
 from ..gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED
 from ..model import families
 from ..model.quantized import QuantizedTensor
@@ -57,7 +57,7 @@ EXPORT_TYPES = ("f32", "f16") + BLOCK_TYPES
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
 
 
-EXPORT_FAMILIES = ("gpt2", "llama")
+EXPORT_FAMILIES = ("gpt2", "llama", "gemma3")
 
 
 def llama3_rope_factors(config) -> np.ndarray:
@@ -110,6 +110,8 @@ def _tensor_names(model):
                 rows.append((f"blk.{i}.{dst}.weight", f"{b}{src}.weight", tr))
                 rows.append((f"blk.{i}.{dst}.bias", f"{b}{src}.bias", None))
         return rows
+    if cfg.family == "gemma3":
+        return _gemma3_tensor_names(cfg, p)
     H, K = cfg.n_head, cfg.n_kv_head
     rows += [("token_embd.weight", "model.embed_tokens.weight", None),
              ("output_norm.weight", "model.norm.weight", None)]
@@ -130,6 +132,59 @@ def _tensor_names(model):
             rows.append((f"blk.{i}.{dst}.weight", f"{b}{src}.weight", tr))
             rows.append((f"blk.{i}.{dst}.bias", f"{b}{src}.bias", tr))
     return rows
+
+
+def _plus_one(w: np.ndarray) -> np.ndarray:
+    """Gemma's RMSNorm multiplies by (1 + w); llama.cpp's converter stores 1 + w."""
+    return w + np.float32(1)
+
+
+def _gemma3_tensor_names(cfg, p):
+    """The inverse of the reader's gemma3 table (gguf/convert.py GEMMA3_BLOCK): names as
+    there, norms stored as 1 + w, q/k rows untouched (llama.cpp's gemma3 uses NeoX RoPE,
+    the split-halves pairing transformers uses)."""
+    rows = [("token_embd.weight", f"{p}embed_tokens.weight", None),
+            ("output_norm.weight", f"{p}norm.weight", _plus_one)]
+    if not cfg.tied:
+        rows.append(("output.weight", "lm_head.weight", None))
+    for i in range(cfg.n_layer):
+        b = families.block_prefix(cfg, p, i)
+        for dst, src in GEMMA3_BLOCK.items():
+            rows.append((f"blk.{i}.{dst}.weight", f"{b}{src}.weight",
+                         _plus_one if dst.endswith("norm") else None))
+    return rows
+
+
+def _gemma3_metadata(cfg) -> dict:
+    """gemma3.* keys beyond the common ones, after refusing what llama.cpp's gemma3 cannot run.
+
+    llama.cpp's gemma3 scales q kᵀ by 1/√head_dim and has no soft-capping; the sliding
+    layers, their window and RoPE base are the keys `attention.sliding_window`,
+    `attention.sliding_window_pattern` (one bool per block: sliding or not) and
+    `rope.freq_base_swa`.
+    """
+    D = cfg.head_dim
+    if cfg.query_pre_attn_scalar is not None and float(cfg.query_pre_attn_scalar) != D:
+        raise InputError(f"llama.cpp's gemma3 scales attention by 1/sqrt(head_dim = {D}); this "
+                         f"model's query_pre_attn_scalar is {cfg.query_pre_attn_scalar}")
+    for field in ("attn_softcap", "final_softcap"):
+        if getattr(cfg, field) is not None:
+            raise InputError(f"llama.cpp's gemma3 has no soft-capping; this model sets {field}")
+    theta, scaling = cfg.rope_of_type("full_attention")
+    local, _ = cfg.rope_of_type("sliding_attention")
+    if scaling:
+        raise InputError(f"GGUF export of gemma3 writes no RoPE scaling; this model has "
+                         f"{scaling.get('rope_type')!r}")
+    meta = {"gemma3.attention.head_count_kv": cfg.n_kv_head,
+            "gemma3.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),
+            "gemma3.attention.key_length": D, "gemma3.attention.value_length": D,
+            "gemma3.rope.freq_base": float(theta)}
+    sliding = [cfg.window_of_layer(i) is not None for i in range(cfg.n_layer)]
+    if any(sliding):
+        meta.update({"gemma3.attention.sliding_window": int(cfg.sliding_window),
+                     "gemma3.attention.sliding_window_pattern": sliding,
+                     "gemma3.rope.freq_base_swa": float(local)})
+    return meta
 
 
 def _tokenizer_metadata(model) -> dict:
@@ -190,6 +245,8 @@ def gguf_contents(model, qtype: str = "f32", name: str = "minislm-export",
             f"{arch}.vocab_size": cfg.vocab_size}
     if arch == "gpt2":
         meta["gpt2.attention.layer_norm_epsilon"] = float(cfg.norm_eps)
+    elif arch == "gemma3":
+        meta.update(_gemma3_metadata(cfg))
     else:
         meta.update({"llama.attention.head_count_kv": cfg.n_kv_head,
                      "llama.attention.layer_norm_rms_epsilon": float(cfg.norm_eps),

@@ -23,7 +23,8 @@ def _string(s: str) -> bytes:
 
 
 def _value(v) -> tuple[int, bytes]:
-    """(type, bytes) of a metadata value: bool, int (u32/i32/u64/i64), float (f32), str, list."""
+    """(type, bytes) of a metadata value: bool, int (u32/i32/u64/i64), float (f32), str, list
+    (of bools, strings, ints or floats)."""
     if isinstance(v, bool):
         return BOOL, struct.pack("<?", v)
     if isinstance(v, (int, np.integer)):
@@ -40,6 +41,8 @@ def _value(v) -> tuple[int, bytes]:
     if isinstance(v, (list, tuple)):
         if not v:
             return ARRAY, struct.pack("<IQ", STRING, 0)
+        if all(isinstance(e, (bool, np.bool_)) for e in v):
+            return ARRAY, struct.pack("<IQ", BOOL, len(v)) + bytes(bool(e) for e in v)
         if all(isinstance(e, str) for e in v):
             return ARRAY, struct.pack("<IQ", STRING, len(v)) + b"".join(_string(e) for e in v)
         if all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from . import add_overwrite
 
 NAME = "export-gguf"
-HELP = "export a GPT-2 or LLaMA checkpoint to GGUF (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1)"
+HELP = ("export a GPT-2, LLaMA or Gemma 3 checkpoint to GGUF "
+        "(f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1)")
 
 
 def add_arguments(p):

@@ -14,6 +14,13 @@ Name mapping (llama.cpp's `gguf` tensor table; `N` = block index):
     mlp.c_fc       -> blk.N.ffn_up                               -> blk.N.ffn_gate / _up / _down
     mlp.c_proj     -> blk.N.ffn_down        (llama3 rope scaling) -> rope_freqs
 
+Gemma 3 (arch "gemma3") takes LLaMA's names plus its extra norms — the inverse of the
+reader's table (gguf/convert.py GEMMA3_BLOCK): pre_feedforward_layernorm -> ffn_norm,
+post_attention_layernorm -> post_attention_norm, post_feedforward_layernorm ->
+post_ffw_norm, q_norm / k_norm -> attn_q_norm / attn_k_norm. Every norm is stored as
+1 + w (llama.cpp multiplies by the stored weight), q/k rows are not permuted (gemma3 uses
+NeoX RoPE), and the sliding blocks are named in the metadata (`_gemma3_metadata`).
+
 Layout traps:
   * GGUF matrices are (out, in) rows: GPT-2's Conv1D (in, out) weights are transposed.
   * llama.cpp's LLaMA rotates *adjacent* pairs (the original Meta layout); HF rows

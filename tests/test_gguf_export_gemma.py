@@ -127,3 +127,50 @@ def test_gemma2_still_refused(tmp_path):
     model = minislm.load(save_hf_model(hf, tmp_path / "hf"))
     with pytest.raises(InputError, match="gemma2"):
         export_gguf(model, tmp_path / "g.gguf", "f32")
+
+
+TEXT = "the quick brown fox jumps over the lazy dog; then the three thin thieves"
+
+
+def _gemma_tokenizer(vocab_size):
+    """A Gemma-style SentencePiece vocabulary (<pad> <eos> <bos> <unk>, 256 byte tokens, then
+    pieces best-first) built by minislm's GGUF tokenizer builder, as a Gemma GGUF loads."""
+    from minislm.gguf.tokenizer import build_tokenizer
+    chars = sorted(set(TEXT.replace(" ", "▁")))
+    # "ve" ranks above "ev": "eve" is e + ve only if the merge order is kept (llama.cpp
+    # orders merges by score)
+    short = ["ve", "ev", "th", "the", "▁t", "▁th", "▁the", "er", "ie", "▁▁"]
+    words = sorted({"▁" + w for w in TEXT.split()}, key=lambda w: (len(w), w))
+    pieces = list(dict.fromkeys(["▁"] + chars + short + words))
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)] + pieces
+    tokens += [f"<unused{i}>" for i in range(vocab_size - len(tokens))]
+    types = [3, 3, 3, 2] + [6] * 256 + [1] * len(pieces) + [4] * (vocab_size - 260 - len(pieces))
+    meta = {"general.architecture": "gemma3", "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.scores": [0.0] * vocab_size, "tokenizer.ggml.bos_token_id": 2,
+            "tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.unknown_token_id": 3,
+            "tokenizer.ggml.padding_token_id": 0, "tokenizer.ggml.add_bos_token": True,
+            "tokenizer.ggml.add_space_prefix": False}
+    return build_tokenizer(meta)
+
+
+def test_sentencepiece_tokenizer_exported_for_llama_cpp(gemma, tmp_path):
+    """Gemma's vocabulary goes out as tokenizer.ggml.model = llama (tokens, scores, types):
+    minislm reads back the same tokenizer and llama.cpp tokenizes text to the same ids."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tok = _gemma_tokenizer(gemma.config.vocab_size)
+    model = gemma.replace(tokenizer=tok)
+    path, _ = export_gguf(model, tmp_path / "g.gguf", "f32")
+    fields = gguf.GGUFReader(str(path)).fields
+    assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
+    back = minislm.load(path).tokenizer
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False, n_threads=1,
+                          type_k=0, type_v=0)
+    assert tok.encode("eve").ids[1:] == [tok.token_to_id("e"), tok.token_to_id("ve")]
+    for text in [TEXT, "the  thin  fox", "héllo wörld 42 ✓", "  lazy\nthieves\t", "eve"]:
+        ids = tok.encode(text).ids
+        assert ids[0] == 2 and len(ids) > 2                   # BOS, then the pieces
+        assert back.encode(text).ids == ids, text
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == ids, text
+    assert llm.detokenize(tok.encode(TEXT).ids[1:]).decode() == TEXT

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..gguf.convert import GEMMA3_BLOCK, rope_rows_to_pairs
-from ..gguf.tokenizer import CONTROL, NORMAL, UNUSED, USER_DEFINED
+from ..gguf.tokenizer import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED
 from ..model import families
 from ..model.quantized import QuantizedTensor
 from ..outputs import refuse_inputs
@@ -194,13 +194,69 @@ def _gemma3_metadata(cfg) -> dict:
     return meta
 
 
+def _special_ids(model, meta: dict) -> None:
+    """bos/eos token ids and whether `encode` starts with BOS (as the tokenizer does)."""
+    tok, cfg = model.tokenizer, model.config
+    if cfg.bos_token_id is not None and 0 <= cfg.bos_token_id < cfg.vocab_size:
+        meta["tokenizer.ggml.bos_token_id"] = int(cfg.bos_token_id)
+        ids = tok.encode("a").ids
+        meta["tokenizer.ggml.add_bos_token"] = bool(ids) and ids[0] == cfg.bos_token_id
+    if cfg.eos_ids and 0 <= cfg.eos_ids[0] < cfg.vocab_size:
+        meta["tokenizer.ggml.eos_token_id"] = int(cfg.eos_ids[0])
+
+
+def _sentencepiece_metadata(model, spec: dict) -> dict:
+    """tokenizer.ggml.* keys for a SentencePiece-style BPE (byte fallback, "▁" for spaces:
+    Gemma's tokenizer): `tokenizer.ggml.model = llama`, tokens, scores and token types.
+
+    llama.cpp merges the adjacent pair whose joined token has the highest score; the score
+    of a token is minus the rank of the first merge that makes it, so llama.cpp merges in
+    the tokenizer's order. Tokens no merge makes score below every merge.
+    """
+    tok, cfg = model.tokenizer, model.config
+    vocab = {i: t for t, i in tok.get_vocab(with_added_tokens=True).items()}
+    added = {a["id"]: a for a in spec.get("added_tokens", [])}
+    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in spec["model"]["merges"]]
+    rank = {}
+    for r, (left, right) in enumerate(merges):
+        rank.setdefault(left + right, r)
+    unk = spec["model"].get("unk_token")
+    tokens, scores, types = [], [], []
+    for i in range(cfg.vocab_size):
+        t = vocab.get(i)
+        tokens.append(f"[PAD{i}]" if t is None else t)
+        scores.append(-float(rank.get(t, len(merges) + 1)) if t is not None else -1e9)
+        types.append(UNUSED if t is None else
+                     (CONTROL if added[i].get("special") else USER_DEFINED) if i in added else
+                     UNKNOWN if t == unk else
+                     BYTE if len(t) == 6 and t.startswith("<0x") and t.endswith(">") else
+                     NORMAL)
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.scores": scores,
+            "tokenizer.ggml.token_type": types,
+            # a Metaspace that prepends "▁" (LLaMA-2 style); Gemma's normalizer does not
+            "tokenizer.ggml.add_space_prefix": '"prepend_scheme": "first"' in
+            json.dumps(spec.get("pre_tokenizer")) or '"prepend_scheme": "always"' in
+            json.dumps(spec.get("pre_tokenizer"))}
+    if unk in tokens:
+        meta["tokenizer.ggml.unknown_token_id"] = tokens.index(unk)
+    pad = getattr(cfg, "padding_idx", None)
+    if pad is not None and 0 <= pad < cfg.vocab_size:
+        meta["tokenizer.ggml.padding_token_id"] = int(pad)
+    _special_ids(model, meta)
+    return meta
+
+
 def _tokenizer_metadata(model) -> dict:
-    """tokenizer.ggml.* keys for a byte-level BPE tokenizer (GPT-2 and LLaMA-3 style)."""
+    """tokenizer.ggml.* keys for a byte-level BPE tokenizer (GPT-2 and LLaMA-3 style), or a
+    SentencePiece-style one (`_sentencepiece_metadata`)."""
     tok, cfg = model.tokenizer, model.config
     if tok is None:
         return {"tokenizer.ggml.model": "no_vocab"}       # token ids only
     spec = json.loads(tok.to_str())
     bpe = spec.get("model", {})
+    if bpe.get("type") == "BPE" and bpe.get("byte_fallback"):
+        return _sentencepiece_metadata(model, spec)
     if bpe.get("type") != "BPE":
         raise InputError(f"GGUF export supports byte-level BPE tokenizers, found model type "
                          f"{bpe.get('type')!r}")
@@ -221,12 +277,7 @@ def _tokenizer_metadata(model) -> dict:
     meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
             "tokenizer.ggml.merges": merges}
-    if cfg.bos_token_id is not None and 0 <= cfg.bos_token_id < cfg.vocab_size:
-        meta["tokenizer.ggml.bos_token_id"] = int(cfg.bos_token_id)
-        ids = tok.encode("a").ids
-        meta["tokenizer.ggml.add_bos_token"] = bool(ids) and ids[0] == cfg.bos_token_id
-    if cfg.eos_ids and 0 <= cfg.eos_ids[0] < cfg.vocab_size:
-        meta["tokenizer.ggml.eos_token_id"] = int(cfg.eos_ids[0])
+    _special_ids(model, meta)
     return meta
 
 

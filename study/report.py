@@ -30,12 +30,19 @@ def baselines():
               f"{r['cpu_s']} | {r['load_start']} |")
 
 
+# the thesis' Table A.1 (LLaMA-3.2-1B, 16 blocks, base PPL 20.05) for the same cell
+THESIS = {"base": "20.05 (1.00x)", "depth_2": "55.24 (2.76x; 2 of 16)",
+          "depth_4": "230.77 (11.5x; 4 of 16)", "depth_8": "227,735 (11,358x; 8 of 16)",
+          "wanda_2:4": "161.10 (8.0x)", "wanda_4:8": "81.32 (4.1x)", "wanda_1:8": "27.19 (1.36x)",
+          "gptq4_g128": "A.2: +7 % over unquantized", "gptq4_g128_eora16": "A.2: +6 %"}
+
+
 def grid():
     g = rows("grid.jsonl")
     base = next((r for r in g if r["cell"] == "base"), None)
-    print("| cell | PPL (x base) | LAMBADA | #params | #nonzero | bytes | compress wall / CPU s "
+    print("| cell | PPL (x base) | thesis (ratio) | LAMBADA | #params | #nonzero | bytes | compress wall / CPU s "
           "| load | Siracusa | Jetson Nano |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in g:
         rel = f" ({r['ppl'] / base['ppl']:.2f}x)" if base else ""
         ck = r.get("compress") or {}
@@ -45,7 +52,8 @@ def grid():
             if "error" in c:
                 return "error"
             return f"{'fits' if c['fits'] else 'no fit'}, {c['tok_s']} tok/s"
-        print(f"| {r['cell']} | {r['ppl']:.2f}{rel} | {r['lambada']:.2f} | "
+        print(f"| {r['cell']} | {r['ppl']:.2f}{rel} | {THESIS.get(r['cell'], '–')} | "
+              f"{r['lambada']:.2f} | "
               f"{r['params']:,} | {r['params_nonzero']:,} | "
               f"{r['bytes']:,} | {ck.get('wall_s', '-')} / {ck.get('cpu_s', '-')} | "
               f"{ck.get('load_start', r['eval']['load_start'])} | {verdict(cs['siracusa'])} | "

@@ -63,16 +63,18 @@ def grid():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from minislm.evaluate.report import pareto_front
-        pts = [(r["bytes"] / 2**20, r["ppl"]) for r in g]
-        front = set(pareto_front(pts))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for i, (r, (x, y)) in enumerate(zip(g, pts)):
-            ax.scatter(x, y, c="C3" if i in front else "C0")
-            ax.annotate(r["cell"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("bytes on disk (MiB)")
-        ax.set_ylabel("WikiText-2 PPL (first 4096 test tokens, T=512 S=256)")
-        ax.set_yscale("log")
-        ax.set_title("SmolLM2-135M-Instruct: size vs perplexity (red: Pareto front)")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+        for ax, key, label in ((axes[0], "bytes", "bytes on disk (MiB; pruned folders carry a 1-byte/weight mask)"),
+                               (axes[1], "params_nonzero", "#nonzero parameters (M)")):
+            pts = [(r[key] / (2**20 if key == "bytes" else 1e6), r["ppl"]) for r in g]
+            front = set(pareto_front(pts))
+            for i, (r, (x, y)) in enumerate(zip(g, pts)):
+                ax.scatter(x, y, c="C3" if i in front else "C0")
+                ax.annotate(r["cell"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_yscale("log")
+        axes[0].set_ylabel("WikiText-2 PPL (first 4096 test tokens, T=512 S=256)")
+        fig.suptitle("SmolLM2-135M-Instruct: size vs perplexity (red: Pareto front)")
         fig.tight_layout()
         fig.savefig(C.ROOT / "study" / "pareto.png", dpi=110)
 

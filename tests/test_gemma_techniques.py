@@ -170,17 +170,6 @@ def test_cost_model_counts_the_gemma_parameters_and_windows(gemma):
     assert r["fits"] and r["tokens_per_s"] > 0
 
 
-def test_gguf_export_refuses_gemma_clearly(gemma, tmp_path):
-    """GGUF export maps GPT-2 and LLaMA only: a Gemma model is refused with a clear error
-    instead of a file with LLaMA's tensor names and Gemma's four norms missing."""
-    from minislm.errors import InputError
-    from minislm.quant.gguf_export import export_gguf
-    _, _, model = gemma
-    with pytest.raises(InputError, match="gemma3 model is not supported"):
-        export_gguf(model, tmp_path / "g.gguf")
-    assert not (tmp_path / "g.gguf").exists()
-
-
 def test_a_fresh_gemma_starts_with_unit_norm_gains(gemma):
     """init_model stores Gemma's norm weights as w = 0 (the gain is 1 + w), as transformers'
     own initialisation does, not as 1 (a gain of 2)."""

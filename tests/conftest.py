@@ -134,3 +134,32 @@ def tiny_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     return {family: save_hf_model(build_hf_model(family), root / family)
             for family in ("gpt2", "llama")}
+
+
+def assert_adapter_grads_equal_over_dense_copy(quantized, loss_atol, rtol):
+    """QLoRA's gradients: rank-2 adapters on q/v over a model whose linears are stored
+    quantized must get the gradients (and loss) of the same adapters over its dequantized
+    copy — the frozen weights' linear_backward carries dx, the codes stay frozen."""
+    import dataclasses
+
+    from minislm.adapt import finetune as ft
+    from minislm.adapt import lora
+    from minislm.model.weights import StoredWeight
+    from minislm.train.backward import loss_and_grads
+    dense = quantized.replace(params={k: v.dequantize() if isinstance(v, StoredWeight) else v
+                                      for k, v in quantized.params.items()})
+    ids = np.random.default_rng(0).integers(0, quantized.config.vocab_size, (2, 12))
+    results = []
+    for model in (quantized, dense):
+        adapted = lora.add_lora(model, rank=2, targets=["q_proj", "v_proj"], seed=3)
+        adapted = adapted.replace(params={**adapted.params, **{
+            name: dataclasses.replace(w, B=np.full_like(w.B, 0.05))     # B ≠ 0, so dA ≠ 0
+            for name, w in lora.lora_weights(adapted).items()}})
+        results.append(loss_and_grads(adapted, ids, ids, trainable=set()))   # adapters only
+    (loss_q, g_q), (loss_d, g_d) = results
+    flat_q, flat_d = ft.flat_grads(g_q), ft.flat_grads(g_d)
+    assert sorted(flat_q) == sorted(flat_d) and len(flat_q) == 2 * 2 * quantized.config.n_layer
+    assert abs(loss_q - loss_d) < loss_atol
+    for k in flat_q:
+        assert flat_q[k].dtype == np.float32 and np.abs(flat_q[k]).max() > 0
+        np.testing.assert_allclose(flat_q[k], flat_d[k], rtol=rtol, atol=1e-6)

@@ -1,7 +1,6 @@
 """Fine-tuning, special tool tokens and the finetune/distill commands, end to end on tiny models."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +14,7 @@ from minislm.config import Config
 from minislm.errors import ConfigError, InputError
 from minislm.train.init import hf_config_dict, init_model
 
-from conftest import hf_logits
+from conftest import assert_adapter_grads_equal_over_dense_copy, hf_logits
 
 
 @pytest.fixture(scope="module")
@@ -310,27 +309,9 @@ def test_qlora_gradients_equal_lora_over_the_dequantized_weights(folders):
     """Gradients pass through the frozen quantized linears (QuantizedTensor.linear_backward),
     so the adapter gradients over a 4-bit model equal those over its dequantized copy."""
     from minislm.quant.model_quant import quantize_model
-    from minislm.model.quantized import QuantizedTensor
-    from minislm.train.backward import loss_and_grads
     quantized, _ = quantize_model(minislm.load(folders["llama"]), "rtn", bits=4, group_size=16,
                                   progress=False)
-    dense = quantized.replace(params={k: v.dequantize() if isinstance(v, QuantizedTensor) else v
-                                      for k, v in quantized.params.items()})
-    ids = np.random.default_rng(0).integers(0, quantized.config.vocab_size, (2, 12))
-    results = []
-    for model in (quantized, dense):
-        adapted = lora.add_lora(model, rank=2, targets=["q_proj", "v_proj"], seed=3)
-        adapted = adapted.replace(params={**adapted.params, **{
-            name: dataclasses.replace(w, B=np.full_like(w.B, 0.05))     # B ≠ 0, so dA ≠ 0
-            for name, w in lora.lora_weights(adapted).items()}})
-        results.append(loss_and_grads(adapted, ids, ids, trainable=set()))   # adapters only
-    (loss_q, g_q), (loss_d, g_d) = results
-    flat_q, flat_d = ft.flat_grads(g_q), ft.flat_grads(g_d)
-    assert sorted(flat_q) == sorted(flat_d) and len(flat_q) == 2 * 2 * quantized.config.n_layer
-    assert abs(loss_q - loss_d) < 1e-5
-    for k in flat_q:
-        assert flat_q[k].dtype == np.float32 and np.abs(flat_q[k]).max() > 0
-        np.testing.assert_allclose(flat_q[k], flat_d[k], rtol=1e-4, atol=1e-6)
+    assert_adapter_grads_equal_over_dense_copy(quantized, loss_atol=1e-5, rtol=1e-4)
 
 
 def test_qlora_command_over_a_quantized_checkpoint(folders, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DATA, peak_rss_mb, scratch_dir  # bench/common.py
+from common import DATA, peak_rss_mb, prefill_and_decode, scratch_dir  # bench/common.py
 
 CONFIGS = {"gpt2": "gpt2-124m.config.json", "llama": "llama-3.2-1b.config.json"}
 
@@ -70,26 +70,10 @@ def main(argv=None):
     hf.save_pretrained(folder)
     model = minislm.load(folder)
     V = model.config.vocab_size
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(0, V, (1, args.prefill))
-    short = prompt[:, :8]
-
-    def ours_prefill():
-        minislm.forward(model, prompt)
-
-    def hf_prefill():
-        with torch.no_grad():
-            hf(torch.tensor(prompt), use_cache=False)
-
+    prompt = np.random.default_rng(0).integers(0, V, (1, args.prefill))
     hf.generation_config.eos_token_id = None
-
-    def ours_decode():
-        minislm.generate(model, short, args.decode, stop_tokens=())
-
-    def hf_decode():
-        with torch.no_grad():
-            hf.generate(torch.tensor(short), max_new_tokens=args.decode, do_sample=False,
-                        pad_token_id=0)
+    (ours_prefill, ours_decode), (hf_prefill, hf_decode) = prefill_and_decode(
+        model, hf, prompt, args.decode)
 
     rows = {}
     for name, fn, tokens in (("prefill", (ours_prefill, hf_prefill), args.prefill),

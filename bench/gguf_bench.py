@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import peak_rss_mb, scratch_dir  # bench/common.py
+from common import peak_rss_mb, prefill_and_decode, scratch_dir  # bench/common.py
 from core_bench import best_of               # bench/core_bench.py
 
 REAL = Path(os.environ.get("MINISLM_REAL_MODELS",
@@ -103,21 +103,8 @@ def bench_file(key, args):
     V = model.config.vocab_size
     prompt = np.random.default_rng(0).integers(0, V, (1, args.prefill))
     short = prompt[:, :8]
-
-    def ours_prefill():
-        minislm.forward(model, prompt)
-
-    def hf_prefill():
-        with torch.no_grad():
-            hf(torch.tensor(prompt), use_cache=False)
-
-    def ours_decode():
-        minislm.generate(model, short, args.decode, stop_tokens=())
-
-    def hf_decode():
-        with torch.no_grad():
-            hf.generate(torch.tensor(short), max_new_tokens=args.decode,
-                        min_new_tokens=args.decode, do_sample=False, pad_token_id=0)
+    (ours_prefill, ours_decode), (hf_prefill, hf_decode) = prefill_and_decode(
+        model, hf, prompt, args.decode)
 
     cpp = llama_cpp_runner(path, args.threads or torch.get_num_threads(), prompt, short,
                            args.decode)

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from common import scratch_dir  # bench/common.py
+from common import prefill_and_decode, scratch_dir  # bench/common.py
 
 
 def loadavg() -> str:
@@ -88,7 +88,6 @@ def main(argv=None):
     hf.generation_config.eos_token_id = None
     cores = threads.usable_cores()
     prompt = np.random.default_rng(0).integers(0, hf.config.vocab_size, (1, args.prefill))
-    short = prompt[:, :8]
     print(f"{'smoke test' if args.smoke else 'GPT-2-124M shape'}, {cores} usable cores, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, numpy {np.__version__}")
 
@@ -106,20 +105,8 @@ def main(argv=None):
                         fn()
                 return run
 
-            def m_prefill():
-                minislm.forward(model, prompt)
-
-            def m_decode():
-                minislm.generate(model, short, args.decode, stop_tokens=())
-
-            def t_prefill():
-                with torch.no_grad():
-                    hf(torch.tensor(prompt), use_cache=False)
-
-            def t_decode():
-                with torch.no_grad():
-                    hf.generate(torch.tensor(short), max_new_tokens=args.decode,
-                                do_sample=False, pad_token_id=0)
+            (m_prefill, m_decode), (t_prefill, t_decode) = prefill_and_decode(
+                model, hf, prompt, args.decode)
 
             engines = {"minislm": (ours(m_prefill), ours(m_decode)),
                        "minislm-allcores": (ours(m_prefill, cores), ours(m_decode, cores)),
